@@ -1,0 +1,161 @@
+"""Command line: `invdesign train surrogate`, `invdesign predict`, `invdesign models`.
+
+A thin layer over the Python API: parse options, call the library, print tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import Progress, TextColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Generative inverse design of materials.")
+train_app = typer.Typer(no_args_is_help=True, help="Train models.")
+app.add_typer(train_app, name="train")
+console = Console(stderr=True)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+
+
+def _split_names(values: list[str]) -> tuple[str, ...]:
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+@train_app.command("surrogate")
+def train_surrogate_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset file or folder (any format load_dataset "
+                                            "reads).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
+    targets: Annotated[list[str], typer.Option(help="Target properties (repeat, or separate "
+                                                    "by spaces/commas).")],
+    more_targets: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    members: Annotated[int, typer.Option(help="Ensemble size.")] = 5,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per member.")] = 150,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 30,
+    split: Annotated[str, typer.Option(help="random or composition (no reduced formula in two "
+                                            "parts).")] = "composition",
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="Members trained in parallel processes.")] = 2,
+    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="Checkpoint to initialise from (transfer learning).")] = None,
+    freeze_conv: Annotated[bool, typer.Option(
+        help="With --init-from: freeze the convolutions, train the heads only.")] = False,
+    cv: Annotated[int, typer.Option(help="Also run k-fold cross-validation (0: off).")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Graph cache folder.")] = None,
+) -> None:
+    """Train a CGCNN ensemble; writes weights, card.json and learning_curve.png to OUT."""
+    from invdesign.surrogate import Surrogate
+    from invdesign.train.pipeline import SurrogateRunConfig, save_run, train_surrogate
+    from invdesign.train.surrogate import TrainConfig
+
+    names = _split_names(targets + list(more_targets or []))
+    if split not in ("random", "composition"):
+        _fail(f"--split must be 'random' or 'composition', got {split!r}")
+    if freeze_conv and not init_from:
+        _fail("--freeze-conv needs --init-from")
+    config = SurrogateRunConfig(
+        targets=names, split=split, seed=seed, n_members=members, workers=workers,
+        max_atoms=max_atoms, train=TrainConfig(epochs=epochs, patience=patience, seed=seed,
+                                               freeze_convolutions=freeze_conv))
+    try:
+        init = Surrogate.load(init_from) if init_from else None
+        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
+                      console=console) as bar:
+            task = bar.add_task("training", total=members * epochs, status="")
+
+            def on_epoch(seed_: int, epoch: int, loss: float, val_mae: float) -> None:
+                bar.advance(task)
+                bar.update(task, status=f"member {seed_ - seed} epoch {epoch} val {val_mae:.4f}")
+
+            run = train_surrogate(data, config, init_from=init, cache_dir=cache,
+                                  on_epoch=on_epoch, cv_folds=cv)
+            bar.update(task, completed=members * epochs)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    save_run(run, out)
+    result = run.metrics
+    table = Table(title=f"held-out test ({result['test']['n']} structures)")
+    for col in ("target", "ensemble MAE", "kNN MAE", "Spearman(std, |err|)"):
+        table.add_column(col)
+    for name in names:
+        m = result["test"][name]
+        table.add_row(name, f"{m['mae']:.4f}", f"{result['knn_baseline_test_mae'][name]:.4f}",
+                      f"{m['spearman_std_vs_abs_error']:.2f}")
+    Console().print(table)
+    typer.echo(json.dumps({"out": str(out), "test_mae": {n: result["test"][n]["mae"]
+                                                          for n in names}}))
+
+
+@app.command()
+def predict(
+    data: Annotated[Path, typer.Option(help="Structures: any file load_dataset reads.")],
+    out: Annotated[Path, typer.Option(help="CSV to write.")],
+    model: Annotated[str, typer.Option(help="Checkpoint folder or shipped name.")] =
+        "surrogate-elastic",
+    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
+) -> None:
+    """Predict properties (with ensemble std) and derived properties for every structure."""
+    from invdesign.data import load_dataset
+    from invdesign.surrogate import Surrogate
+
+    try:
+        surrogate = Surrogate.load(model)
+        dataset = load_dataset(data, properties=[])
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if dataset.summary.skipped:
+        console.print(str(dataset.summary))
+    if not len(dataset):
+        _fail(f"{data}: no usable structures")
+    table = surrogate.predict(dataset.structures, dataset.ids, temperature=temperature)
+    table.insert(1, "formula", [s.composition.reduced_formula for s in dataset.structures])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    preview = Table(title=f"{len(table)} predictions -> {out}")
+    cols = ["id", "formula", *surrogate.targets][:6]
+    for col in cols:
+        preview.add_column(col)
+    for _, row in table.head(10).iterrows():
+        preview.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
+                          for c in cols])
+    Console().print(preview)
+
+
+@app.command()
+def models() -> None:
+    """List the shipped checkpoints with their held-out metrics."""
+    from invdesign.surrogate import checkpoints_dir
+
+    table = Table(title=f"checkpoints in {checkpoints_dir()}")
+    for col in ("name", "kind", "targets", "test MAE"):
+        table.add_column(col)
+    for card_path in sorted(checkpoints_dir().glob("*/card.json")):
+        card = json.loads(card_path.read_text())
+        tests = card.get("meta", {}).get("metrics", {}).get("test", {})
+        maes = ", ".join(f"{k}={v['mae']:.3f}" for k, v in tests.items() if isinstance(v, dict))
+        table.add_row(card_path.parent.name, card.get("kind", "?"),
+                      ", ".join(card.get("config", {}).get("targets", [])), maes)
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+

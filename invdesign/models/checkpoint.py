@@ -1,0 +1,64 @@
+"""Checkpoint folders: `weights.pt` (tensors and plain data, loads with weights_only=True) plus a
+human-readable `card.json` (architecture, normalisation, data provenance, split, metrics, version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.json"
+
+
+def _package_version() -> str:
+    from invdesign import __version__
+
+    return __version__
+
+
+def save_checkpoint(folder: str | Path, *, kind: str, config: dict[str, Any],
+                    state_dicts: list[dict[str, torch.Tensor]], meta: dict[str, Any]) -> Path:
+    """Write a checkpoint folder atomically (temporary files renamed into place)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"version": _package_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
+    payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": config,
+               "state_dicts": state_dicts, "meta": meta}
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    card = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": config, "meta": meta}
+    tmp = folder / (CARD_FILE + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    os.replace(tmp, folder / CARD_FILE)
+    return folder
+
+
+def load_checkpoint(folder: str | Path, *, kind: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint folder with `weights_only=True`; warn when written by another version."""
+    folder = Path(folder)
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {folder}: {WEIGHTS_FILE} is missing")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {payload.get('format')!r} is not supported "
+                         f"(expected {CHECKPOINT_FORMAT})")
+    if kind is not None and payload.get("kind") != kind:
+        raise ValueError(f"{path}: checkpoint kind is {payload.get('kind')!r}, expected {kind!r}")
+    saved = payload.get("meta", {}).get("version")
+    if saved != _package_version():
+        logger.warning("%s was written by invdesign %s; this is %s", path, saved,
+                       _package_version())
+    return payload
