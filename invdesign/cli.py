@@ -1,4 +1,4 @@
-"""Command line: `invdesign train surrogate`, `invdesign predict`, `invdesign models`.
+"""Command line: `invdesign train surrogate`, `predict`, `examples`, `models`.
 
 A thin layer over the Python API: parse options, call the library, print tables.
 """
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import Progress, TextColumn
 from rich.table import Table
 
@@ -34,7 +35,7 @@ def _split_names(values: list[str]) -> tuple[str, ...]:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -47,8 +48,8 @@ def train_surrogate_cmd(
                                                     "by spaces/commas).")],
     more_targets: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
     members: Annotated[int, typer.Option(help="Ensemble size.")] = 5,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs per member.")] = 150,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 30,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per member.")] = 120,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 40,
     split: Annotated[str, typer.Option(help="random or composition (no reduced formula in two "
                                             "parts).")] = "composition",
     seed: Annotated[int, typer.Option()] = 0,
@@ -137,6 +138,20 @@ def predict(
         preview.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
                           for c in cols])
     Console().print(preview)
+
+
+@app.command()
+def examples(
+    out: Annotated[Path, typer.Option(help="Folder to write the CIFs to.")] = Path("examples"),
+) -> None:
+    """Write reference crystals (Al, Cu, W, Si, diamond, NaCl, MgO, ...) as CIFs.
+
+    Their experimental bulk moduli and thermal expansion go to properties.csv.
+    """
+    from invdesign.data.examples import REFERENCES, write_examples
+
+    write_examples(out)
+    console.print(f"wrote {len(REFERENCES)} CIFs and properties.csv to {out}")
 
 
 @app.command()

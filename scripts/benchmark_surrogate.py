@@ -23,8 +23,13 @@ import torch
 from invdesign.data import Split, load_dataset, shared_data_dir
 from invdesign.plots import parity
 from invdesign.surrogate import Surrogate, to_model_space
-from invdesign.train.pipeline import SurrogateRunConfig, knn_baseline_metrics, save_run
-from invdesign.train.pipeline import evaluate_predictions, train_surrogate
+from invdesign.train.pipeline import (
+    SurrogateRunConfig,
+    evaluate_predictions,
+    knn_baseline_metrics,
+    save_run,
+    train_surrogate,
+)
 from invdesign.train.surrogate import TrainConfig
 
 TARGETS = ("bulk_modulus_vrh", "shear_modulus_vrh")
@@ -51,7 +56,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=_default_data())
     parser.add_argument("--out", type=Path, default=Path("runs/surrogate-elastic"))
     parser.add_argument("--members", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=["composition", "random"], default="composition")

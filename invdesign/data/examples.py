@@ -11,40 +11,61 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Lattice, Structure
+
+_FCC = ((0.0, 0.0, 0.0), (0.0, 0.5, 0.5), (0.5, 0.0, 0.5), (0.5, 0.5, 0.0))
+_SHIFTS = {"A": (0.0, 0.0, 0.0), "oct": (0.5, 0.5, 0.5), "tet": (0.25, 0.25, 0.25)}
+# Prototype -> (sublattice, offset) per species: fcc lattices decorated at offsets.
+PROTOTYPES = {
+    "fcc": (("fcc", "A"),),
+    "bcc": (("bcc", "A"),),
+    "diamond": (("fcc", "A"), ("fcc", "tet")),
+    "rocksalt": (("fcc", "A"), ("fcc", "oct")),
+    "zincblende": (("fcc", "A"), ("fcc", "tet")),
+}
+
+
+def _sites(kind: str, offset: str) -> list[list[float]]:
+    base = _FCC if kind == "fcc" else ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
+    shift = np.array(_SHIFTS[offset])
+    return [list((np.array(p) + shift) % 1.0) for p in base]
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A prototype crystal: space group, cubic lattice constant (A), species and sites."""
+    """A cubic prototype crystal (conventional cell) with experimental reference values."""
 
     name: str
-    spacegroup: str
-    a: float
-    species: tuple[str, ...]
-    coords: tuple[tuple[float, float, float], ...]
+    prototype: str
+    a: float  # A
+    species: tuple[str, ...]  # one per sublattice; diamond repeats its element
     bulk_modulus: float | None  # GPa, experiment
     thermal_expansion: float | None  # 1e-6/K, experiment
 
     def structure(self) -> Structure:
-        return Structure.from_spacegroup(self.spacegroup, Lattice.cubic(self.a),
-                                         list(self.species), [list(c) for c in self.coords])
+        species, coords = [], []
+        for element, (kind, offset) in zip(self.species, PROTOTYPES[self.prototype],
+                                           strict=True):
+            sites = _sites(kind, offset)
+            species += [element] * len(sites)
+            coords += sites
+        return Structure(Lattice.cubic(self.a), species, coords)
 
 
-_O, _Q, _H = (0.0, 0.0, 0.0), (0.25, 0.25, 0.25), (0.5, 0.5, 0.5)
 REFERENCES = (
-    Reference("Al", "Fm-3m", 4.05, ("Al",), (_O,), 76, 23.1),
-    Reference("Cu", "Fm-3m", 3.61, ("Cu",), (_O,), 140, 16.5),
-    Reference("Ag", "Fm-3m", 4.09, ("Ag",), (_O,), 100, 18.9),
-    Reference("W", "Im-3m", 3.165, ("W",), (_O,), 310, 4.5),
-    Reference("Fe", "Im-3m", 2.87, ("Fe",), (_O,), 170, 11.8),
-    Reference("Si", "Fd-3m", 5.43, ("Si",), (_O,), 98, 2.6),
-    Reference("C-diamond", "Fd-3m", 3.567, ("C",), (_O,), 443, 1.0),
-    Reference("NaCl", "Fm-3m", 5.64, ("Na", "Cl"), (_O, _H), 24, 40),
-    Reference("MgO", "Fm-3m", 4.21, ("Mg", "O"), (_O, _H), 160, 10.5),
-    Reference("SiC", "F-43m", 4.36, ("Si", "C"), (_O, _Q), 225, 4.0),
-    Reference("TiC", "Fm-3m", 4.33, ("Ti", "C"), (_O, _H), 242, 7.4),
-    Reference("GaAs", "F-43m", 5.65, ("Ga", "As"), (_O, _Q), 75, 5.7),
+    Reference("Al", "fcc", 4.05, ("Al",), 76, 23.1),
+    Reference("Cu", "fcc", 3.61, ("Cu",), 140, 16.5),
+    Reference("Ag", "fcc", 4.09, ("Ag",), 100, 18.9),
+    Reference("W", "bcc", 3.165, ("W",), 310, 4.5),
+    Reference("Fe", "bcc", 2.87, ("Fe",), 170, 11.8),
+    Reference("Si", "diamond", 5.43, ("Si", "Si"), 98, 2.6),
+    Reference("C-diamond", "diamond", 3.567, ("C", "C"), 443, 1.0),
+    Reference("NaCl", "rocksalt", 5.64, ("Na", "Cl"), 24, 40),
+    Reference("MgO", "rocksalt", 4.21, ("Mg", "O"), 160, 10.5),
+    Reference("SiC", "zincblende", 4.36, ("Si", "C"), 225, 4.0),
+    Reference("TiC", "rocksalt", 4.33, ("Ti", "C"), 242, 7.4),
+    Reference("GaAs", "zincblende", 5.65, ("Ga", "As"), 75, 5.7),
 )
 
 

@@ -13,6 +13,8 @@ from torch import nn
 
 from invdesign.featurize.batch import GraphBatch
 
+GLOBAL_CLAMP = 10.0  # standardised crystal-level features are clipped to +-10 std
+
 
 @dataclass(frozen=True, kw_only=True)
 class CGCNNConfig:
@@ -122,6 +124,7 @@ class CGCNN(nn.Module):
     def forward(self, batch: GraphBatch) -> torch.Tensor:
         pooled = self.embed_graph(batch)
         glob = (batch.global_features - self.global_mean) / self.global_std
+        glob = glob.clamp(-GLOBAL_CLAMP, GLOBAL_CLAMP)  # far outside training: stay bounded
         return self.head(torch.cat([pooled, glob], dim=1))
 
     def predict(self, batch: GraphBatch) -> torch.Tensor:

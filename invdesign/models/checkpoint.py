@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,9 +41,20 @@ def save_checkpoint(folder: str | Path, *, kind: str, config: dict[str, Any],
     os.replace(tmp, folder / WEIGHTS_FILE)
     card = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": config, "meta": meta}
     tmp = folder / (CARD_FILE + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False) + "\n")
     os.replace(tmp, folder / CARD_FILE)
     return folder
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf floats by None so the card is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def load_checkpoint(folder: str | Path, *, kind: str | None = None) -> dict[str, Any]:

@@ -125,6 +125,13 @@ def train_surrogate(
     logger.info("%s", dataset.summary)
     y = to_model_space(config.targets, dataset.targets(config.targets))
     split = make_split(dataset, config)
+    for part_name, size, least in zip(("train", "val", "test"), split.sizes, (2, 1, 1),
+                                      strict=True):
+        if size < least:
+            raise ValueError(
+                f"{data}: the {config.split} split {config.fractions} leaves {size} structure(s) "
+                f"in '{part_name}' ({len(dataset)} usable records); use more data, other "
+                "fractions or --split random")
     graphs = featurize_structures(dataset.structures, config.graph, cache_dir=cache_dir)
     model_config = config.architecture.model_config(
         len(config.targets), config.graph.cutoff, n_global_features(config.graph))
@@ -154,7 +161,7 @@ def train_surrogate(
     surrogate.meta = {
         "data": {"path": str(data), "sha256": file_sha256(data), "n_records": len(dataset),
                  "skipped": len(dataset.summary.skipped)},
-        "split": {**split.to_dict(), "sizes": [len(split.train), len(split.val), len(split.test)]},
+        "split": split.to_dict(),
         "run_config": config.to_dict(),
         "metrics": metrics,
     }

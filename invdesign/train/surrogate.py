@@ -24,12 +24,12 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings for one ensemble member."""
 
-    epochs: int = 150
+    epochs: int = 120
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
-    patience: int = 30
-    loss: Literal["l1", "mse", "huber"] = "huber"
+    patience: int = 40
+    loss: Literal["l1", "mse", "huber"] = "l1"
     seed: int = 0
     freeze_convolutions: bool = False
 
@@ -63,9 +63,11 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Te
 def fit_scalers(model: CGCNN, graphs: Sequence[CrystalGraph], y: np.ndarray) -> None:
     """Set target and global-feature standardisation from the training data."""
     glob = collate(graphs).global_features.numpy()
-    std = np.nanstd(y, axis=0)
+    std, glob_std = np.nanstd(y, axis=0), glob.std(axis=0)
+    # A feature constant in training (e.g. the number of elements in a set of binaries) keeps
+    # unit scale, so an unseen value shifts it by O(1) instead of blowing up.
     model.set_scalers(np.nanmean(y, axis=0), np.where(std > 0, std, 1.0),
-                      glob.mean(axis=0), glob.std(axis=0) + 1e-6)
+                      glob.mean(axis=0), np.where(glob_std > 1e-6, glob_std, 1.0))
 
 
 @torch.no_grad()

@@ -1,0 +1,154 @@
+"""Command line, in process: train a tiny surrogate, predict on the example CIFs, error paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from toy_data import write_toy_dataset
+from typer.testing import CliRunner
+
+from invdesign.cli import app
+from invdesign.data.examples import REFERENCES
+
+TARGETS = ("bulk_modulus_vrh", "shear_modulus_vrh")
+FAST = ["--members", "2", "--epochs", "2", "--workers", "1", "--split", "random"]
+
+
+def invoke(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def squeezed(text: str) -> str:
+    """Text without whitespace: rich wraps long messages (and paths) at the console width."""
+    return re.sub(r"\s+", "", text)
+
+
+def _train(data: Path, out: Path, *targets: str):
+    return invoke("train", "surrogate", "--data", data, "--targets", *targets, "--out", out,
+                  *FAST)
+
+
+@pytest.fixture(scope="module")
+def _cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def toy_json(_cache, nacl, cu, si, tmp_path_factory) -> Path:
+    if "data" not in _cache:
+        _cache["data"] = write_toy_dataset(tmp_path_factory.mktemp("data") / "toy.json",
+                                           [nacl, cu, si])
+    return _cache["data"]
+
+
+@pytest.fixture
+def model_dir(_cache, toy_json, tmp_path_factory) -> Path:
+    """A checkpoint trained by the CLI once per module, targets given as `--targets a b`."""
+    if "model" not in _cache:
+        out = tmp_path_factory.mktemp("cli") / "model"
+        result = _train(toy_json, out, *TARGETS)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["out"] == str(out) and set(summary["test_mae"]) == set(TARGETS)
+        _cache["model"] = out
+    return _cache["model"]
+
+
+@pytest.fixture(scope="module")
+def example_cifs(tmp_path_factory) -> Path:
+    """The reference CIFs, written once per module by `invdesign examples` (write_examples)."""
+    out = tmp_path_factory.mktemp("examples") / "ex"
+    result = invoke("examples", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    for command in ("train", "predict", "models", "examples"):
+        assert re.search(rf"^\W*{command}\b", result.output, re.M), result.output
+    result = invoke("train", "--help")
+    assert result.exit_code == 0 and "surrogate" in result.output
+
+
+def _check_checkpoint(folder: Path) -> None:
+    for name in ("weights.pt", "card.json", "learning_curve.png"):
+        assert (folder / name).is_file(), f"{name} missing from {sorted(folder.iterdir())}"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["config"]["targets"] == list(TARGETS)
+    assert card["meta"]["run_config"]["n_members"] == 2
+    assert card["meta"]["split"]["method"] == "random"
+
+
+def test_train_with_space_separated_targets(model_dir):
+    _check_checkpoint(model_dir)
+
+
+def test_train_with_comma_separated_targets(toy_json, tmp_path):
+    result = _train(toy_json, tmp_path / "model", ",".join(TARGETS))
+    assert result.exit_code == 0, result.output
+    _check_checkpoint(tmp_path / "model")
+
+
+def test_predict_writes_one_row_per_cif(model_dir, example_cifs, tmp_path):
+    out = tmp_path / "pred" / "predictions.csv"
+    result = invoke("predict", "--model", model_dir, "--data", example_cifs, "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert sorted(table["id"]) == sorted(p.stem for p in example_cifs.glob("*.cif"))
+    assert len(table) == len(REFERENCES)
+    for col in ("id", "formula", "bulk_modulus_vrh", "bulk_modulus_vrh_std",
+                "shear_modulus_vrh_std", "youngs_modulus", "thermal_expansion"):
+        assert col in table.columns, f"{col} not in {list(table.columns)}"
+    assert table.set_index("id").loc["NaCl", "formula"] == "NaCl"
+    assert (table["bulk_modulus_vrh"] > 0).all() and (table["bulk_modulus_vrh_std"] >= 0).all()
+
+
+def test_models_lists_checkpoints(model_dir, monkeypatch):
+    monkeypatch.setenv("INVDESIGN_CHECKPOINTS", str(model_dir.parent))
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    assert model_dir.name in result.output and "bulk_modulus_vrh" in result.output
+
+
+def test_examples_writes_cifs_and_reference_values(example_cifs):
+    assert sorted(p.stem for p in example_cifs.glob("*.cif")) == sorted(r.name for r in REFERENCES)
+    table = pd.read_csv(example_cifs / "properties.csv").set_index("id")
+    assert table.loc["NaCl", "bulk_modulus_exp"] == 24
+
+
+def test_train_missing_data_file_exits_2_naming_it(tmp_path):
+    missing = tmp_path / "no_such_data.json"
+    result = _train(missing, tmp_path / "model", *TARGETS)
+    assert result.exit_code == 2, result.output
+    assert squeezed(str(missing)) in squeezed(result.output)
+    assert not (tmp_path / "model").exists()
+
+
+def test_predict_missing_data_exits_2_naming_it(model_dir, tmp_path):
+    missing = tmp_path / "no_such_folder"
+    result = invoke("predict", "--model", model_dir, "--data", missing,
+                    "--out", tmp_path / "p.csv")
+    assert result.exit_code == 2, result.output
+    assert squeezed(str(missing)) in squeezed(result.output)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_unknown_model_exits_2_naming_it(example_cifs, tmp_path):
+    result = invoke("predict", "--model", "no-such-model", "--data", example_cifs,
+                    "--out", tmp_path / "p.csv")
+    assert result.exit_code == 2, result.output
+    assert "no-such-model" in result.output and "shippedcheckpoints" in squeezed(result.output)
+
+
+def test_train_unknown_split_exits_2(toy_json, tmp_path):
+    result = invoke("train", "surrogate", "--data", toy_json, "--targets", *TARGETS,
+                    "--out", tmp_path / "model", "--split", "bogus")
+    assert result.exit_code == 2, result.output
+    assert "bogus" in result.output
+    assert not (tmp_path / "model").exists()
