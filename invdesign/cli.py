@@ -1,4 +1,4 @@
-"""Command line: `invdesign train surrogate`, `predict`, `examples`, `models`.
+"""Command line: `invdesign train surrogate`, `predict`, `verify`, `label`, `examples`, `models`.
 
 A thin layer over the Python API: parse options, call the library, print tables.
 """
@@ -138,6 +138,68 @@ def predict(
         preview.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
                           for c in cols])
     Console().print(preview)
+
+
+def _run_oracle_cli(data: Path, out: Path, *, workers: int, calculator: str,
+                    ray_address: str | None, temperature: float,
+                    max_atoms: int | None) -> None:
+    """Shared body of `verify` and `label`: load, run the oracle resumably, summarise."""
+    import torch
+
+    from invdesign.data import load_dataset
+    from invdesign.oracle import run_many
+
+    try:
+        dataset = load_dataset(data, properties=[], max_atoms=max_atoms)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if dataset.summary.skipped:
+        console.print(str(dataset.summary))
+    torch.set_num_threads(1)
+    try:
+        table = run_many([(r.id, r.structure) for r in dataset], out, calculator=calculator,
+                         workers=workers, temperature=temperature, ray_address=ray_address)
+    except (ValueError, ImportError) as err:
+        _fail(str(err))
+    status = table["status"].astype(str).str.replace(r"\s*\(.*", "", regex=True).value_counts()
+    summary = Table(title=f"{len(table)} structures -> {out}")
+    summary.add_column("status")
+    summary.add_column("count")
+    for name, count in status.items():
+        summary.add_row(str(name), str(count))
+    Console().print(summary)
+
+
+@app.command()
+def verify(
+    candidates: Annotated[Path, typer.Option(help="candidates.csv with CIFs, or any dataset "
+                                                  "file load_dataset reads.")],
+    out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
+    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
+    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
+    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+) -> None:
+    """Verify candidates with the physics oracle: relax, elastic moduli, thermal expansion."""
+    _run_oracle_cli(candidates, out, workers=workers, calculator=calculator,
+                    ray_address=ray_address, temperature=temperature, max_atoms=max_atoms)
+
+
+@app.command()
+def label(
+    data: Annotated[Path, typer.Option(help="Dataset to label (any format load_dataset "
+                                            "reads).")],
+    out: Annotated[Path, typer.Option(help="Label table CSV (appended to; reruns resume).")],
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
+    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
+    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
+    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+) -> None:
+    """Label a training set with oracle K, G, alpha and Debye temperature (id -> values)."""
+    _run_oracle_cli(data, out, workers=workers, calculator=calculator,
+                    ray_address=ray_address, temperature=temperature, max_atoms=max_atoms)
 
 
 @app.command()

@@ -8,7 +8,12 @@ from pymatgen.core import Lattice, Structure
 
 from invdesign.featurize import graph as graph_module
 from invdesign.featurize.batch import collate
-from invdesign.featurize.composition import composition_descriptor, n_composition_features
+from invdesign.featurize.composition import (
+    atomic_numbers,
+    composition_descriptor,
+    composition_descriptors,
+    n_composition_features,
+)
 from invdesign.featurize.elements import element_feature_table
 from invdesign.featurize.graph import GraphConfig, build_graph, featurize_structures
 
@@ -92,8 +97,12 @@ def test_cache_second_run_skips_neighbour_search(tmp_path, nacl, cu, monkeypatch
 
 
 def test_descriptors_and_element_table(nacl):
-    d = composition_descriptor(nacl)
+    d = composition_descriptor(atomic_numbers(nacl))
     assert d.shape == (n_composition_features(),) and np.all(np.isfinite(d))
+    assert np.allclose(composition_descriptor(atomic_numbers(nacl * (2, 1, 1))), d)
+    knn = composition_descriptors([nacl])
+    assert knn.shape == (1, n_composition_features() + 2)
+    assert knn[0, -1] == pytest.approx(nacl.density, rel=1e-6)
     table = element_feature_table()
     assert table.shape[0] == 101 and np.all(np.isfinite(table))
     assert not np.allclose(table[11], table[17])  # Na and Cl differ

@@ -1,7 +1,7 @@
-"""Composition + simple structure descriptors for the k-nearest-neighbour baseline.
+"""Composition + simple structure descriptors (Magpie-style) for the surrogate and kNN baseline.
 
-Magpie-style statistics (fraction-weighted mean, mean absolute deviation, min, max) of element
-properties, plus volume per atom, density and the number of elements.
+Fraction-weighted mean, mean absolute deviation, min and max of element properties, plus the
+number of elements; the kNN descriptor adds volume per atom and density.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from functools import lru_cache
 import numpy as np
 from pymatgen.core import Structure
 
-from invdesign.featurize.elements import raw_element_properties
+from invdesign.featurize.elements import atomic_masses, raw_element_properties
+
+AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660  # 1 amu/A^3 in g/cm^3
 
 
 @lru_cache(maxsize=1)
@@ -23,25 +25,38 @@ def _element_table() -> np.ndarray:
     return np.column_stack([np.arange(len(raw), dtype=float), filled])  # Z as first property
 
 
-def composition_descriptor(structure: Structure, table: np.ndarray | None = None) -> np.ndarray:
-    """Descriptor vector of one structure (length 4 * n_element_properties + 3)."""
-    table = _element_table() if table is None else table
-    comp = structure.composition.fractional_composition
-    z = np.array([el.Z for el in comp.elements])
-    w = np.array([comp[el] for el in comp.elements])
-    props = table[z]
+def atomic_numbers(structure: Structure) -> np.ndarray:
+    """(n_atoms,) int64 atomic numbers of an ordered structure."""
+    return np.fromiter((site.specie.Z for site in structure), dtype=np.int64,
+                       count=len(structure))
+
+
+def density(z: np.ndarray, volume: float) -> float:
+    """Mass density in g/cm^3 from atomic numbers and the cell volume in A^3."""
+    return float(atomic_masses()[z].sum() / volume * AMU_PER_A3_TO_G_PER_CM3)
+
+
+def composition_descriptor(z: np.ndarray) -> np.ndarray:
+    """Descriptor of a composition given its atoms' atomic numbers (n_composition_features,)."""
+    elements, counts = np.unique(z, return_counts=True)
+    w = counts / counts.sum()
+    props = _element_table()[elements]
     mean = w @ props
     mad = w @ np.abs(props - mean)
-    structural = [np.log(structure.volume / len(structure)), structure.density, len(z)]
-    return np.concatenate([mean, mad, props.min(axis=0), props.max(axis=0), structural])
-
-
-def composition_descriptors(structures: Sequence[Structure]) -> np.ndarray:
-    """Descriptor matrix (n_structures, n_features)."""
-    table = _element_table()
-    return np.vstack([composition_descriptor(s, table) for s in structures])
+    return np.concatenate([mean, mad, props.min(axis=0), props.max(axis=0), [len(elements)]])
 
 
 def n_composition_features() -> int:
     """Length of `composition_descriptor`'s output."""
-    return 4 * _element_table().shape[1] + 3
+    return 4 * _element_table().shape[1] + 1
+
+
+def composition_descriptors(structures: Sequence[Structure]) -> np.ndarray:
+    """kNN descriptor matrix (n_structures, n_composition_features + 2): composition statistics,
+    ln(volume per atom / A^3) and density (g/cm^3)."""
+    rows = []
+    for s in structures:
+        z = atomic_numbers(s)
+        rows.append(np.concatenate([composition_descriptor(z),
+                                    [np.log(s.volume / len(z)), density(z, s.volume)]]))
+    return np.vstack(rows)

@@ -90,3 +90,9 @@ def element_feature_table() -> np.ndarray:
     table = np.hstack([numeric, onehot]).astype(np.float32)
     table[0] = 0.0
     return table
+
+
+@lru_cache(maxsize=1)
+def atomic_masses() -> np.ndarray:
+    """(MAX_Z + 1,) atomic masses in amu indexed by atomic number (index 0 unused)."""
+    return np.nan_to_num(raw_element_properties()[:, NUMERIC_PROPERTIES.index("atomic_mass")])

@@ -16,11 +16,16 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from invdesign.featurize.composition import composition_descriptor, n_composition_features
+from invdesign.featurize.composition import (
+    atomic_numbers,
+    composition_descriptor,
+    density,
+    n_composition_features,
+)
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FORMAT = 1  # bump when the graph construction changes, invalidating caches
+GRAPH_FORMAT = 2  # bump when the graph construction changes, invalidating caches
 TIE_TOLERANCE = 0.01  # A
 
 
@@ -31,6 +36,7 @@ class GraphConfig:
     cutoff: float = 6.0
     max_neighbors: int = 12
     composition_features: bool = True
+    structure_features: bool = True
 
     def __post_init__(self) -> None:
         if self.cutoff <= 0 or self.max_neighbors < 1:
@@ -82,23 +88,46 @@ def build_graph(structure: Structure, config: GraphConfig = GraphConfig()) -> Cr
         last = starts + np.minimum(counts[center], config.max_neighbors) - 1
         keep = dist <= dist[last] + TIE_TOLERANCE
         center, neighbor, dist = center[keep], neighbor[keep], dist[keep]
-    n = len(structure)
-    glob = [np.log(structure.volume / n), structure.density]
+    z = atomic_numbers(structure)
+    volume = structure.volume
+    rho = density(z, volume)
+    glob = [np.log(volume / len(z)), rho]
+    if config.structure_features:
+        glob += local_environment_features(center, dist, len(z), volume)
     if config.composition_features:
-        glob = np.concatenate([glob, composition_descriptor(structure)])
+        glob = np.concatenate([glob, composition_descriptor(z)])
     return CrystalGraph(
-        atomic_numbers=np.array([site.specie.Z for site in structure], dtype=np.int64),
+        atomic_numbers=z,
         edge_index=np.vstack([center, neighbor]).astype(np.int64),
         distances=dist.astype(np.float32),
-        volume_per_atom=float(structure.volume / n),
-        density=float(structure.density),
+        volume_per_atom=float(volume / len(z)),
+        density=rho,
         global_features=np.asarray(glob, dtype=np.float32),
     )
 
 
+def local_environment_features(center: np.ndarray, dist: np.ndarray, n_atoms: int,
+                               volume: float) -> list[float]:
+    """Six bonding-topology statistics that separate dense 3D networks from layered or
+    molecular solids: mean/std/min of the nearest-neighbour distance over (volume per atom)^1/3,
+    and mean/std/min of the effective coordination (neighbours within 1.2x the nearest)."""
+    if not len(dist):
+        return [0.0] * N_STRUCTURE_FEATURES
+    nearest = np.full(n_atoms, np.inf)
+    np.minimum.at(nearest, center, dist)
+    coordination = np.bincount(center, weights=dist <= 1.2 * nearest[center], minlength=n_atoms)
+    nearest = np.where(np.isfinite(nearest), nearest, dist.max()) / (volume / n_atoms) ** (1 / 3)
+    return [nearest.mean(), nearest.std(), nearest.min(),
+            coordination.mean(), coordination.std(), coordination.min()]
+
+
+N_STRUCTURE_FEATURES = 6
+
+
 def n_global_features(config: GraphConfig) -> int:
     """Length of `CrystalGraph.global_features` under `config`."""
-    return 2 + (n_composition_features() if config.composition_features else 0)
+    return (2 + (N_STRUCTURE_FEATURES if config.structure_features else 0)
+            + (n_composition_features() if config.composition_features else 0))
 
 
 def structure_key(structure: Structure) -> str:

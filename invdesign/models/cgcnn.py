@@ -68,8 +68,20 @@ class GatedConv(nn.Module):
         z = self.norm_edge(as_center[center] + as_neighbor[neighbor] + self.edge_linear(e))
         gate, core = z.chunk(2, dim=1)
         messages = torch.sigmoid(gate) * self.act(core)
-        agg = torch.zeros_like(h).index_add_(0, center, messages)
-        return self.act(h + self.norm_node(agg))
+        return self.act(h + self.norm_node(sum_by_center(messages, center, h.shape[0])))
+
+
+def sum_by_center(messages: torch.Tensor, center: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """Sum edge messages (E, F) onto their center atoms -> (n_atoms, F).
+
+    Edges arrive sorted by center (see `build_graph` and `collate`); without gradients a segment
+    reduction is then several times faster than `index_add_` on CPU.
+    """
+    if not torch.is_grad_enabled() and (center[1:] >= center[:-1]).all():
+        lengths = torch.bincount(center, minlength=n_atoms)
+        return torch.segment_reduce(messages, "sum", lengths=lengths, axis=0)
+    return torch.zeros(n_atoms, messages.shape[1], dtype=messages.dtype,
+                       device=messages.device).index_add_(0, center, messages)
 
 
 def scatter_mean(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ class Ensemble(nn.Module):
         self.eval()
 
     @torch.inference_mode()
-    def predict(self, graphs: Sequence[CrystalGraph], batch_size: int = 512) -> np.ndarray:
+    def predict(self, graphs: Sequence[CrystalGraph], batch_size: int = 64) -> np.ndarray:
         """Predictions in the transformed space, shape (n_members, n_graphs, n_targets)."""
         out = np.zeros((len(self.members), len(graphs), self.config.n_targets), dtype=np.float32)
         for start in range(0, len(graphs), batch_size):

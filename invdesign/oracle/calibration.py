@@ -1,0 +1,224 @@
+"""Calibrate oracle moduli against DFT by a linear map in log10 space, and score agreement.
+
+The machine-learned potentials behind the oracle are systematically soft (CHGNet underestimates
+G by tens of GPa), so a `Calibration` fits, per modulus,
+
+    log10 M_dft = slope * log10 M_oracle + intercept
+
+on one set of structures (e.g. the calibration half of a composition split) and applies it to
+others. It is saved as JSON with its provenance so that it is never reported on the data it was
+fit to without saying so. `agreement` gives the usual comparison metrics (MAE in GPa and in
+log10, Spearman, mean signed error). Pure numpy/scipy: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.stats import spearmanr
+
+__all__ = [
+    "MIN_PAIRS",
+    "MODULI",
+    "Calibration",
+    "LogLinearFit",
+    "agreement",
+    "positive_pairs",
+]
+
+MIN_PAIRS = 5  # fewest (oracle, DFT) pairs a fit accepts
+_FORMAT = "invdesign-oracle-calibration"
+_VERSION = 1
+MODULI: tuple[str, ...] = ("K_vrh", "G_vrh")
+
+
+def positive_pairs(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of `x` and `y` where both are finite and > 0 (log-safe), as float arrays.
+
+    Raises:
+        ValueError: `x` and `y` differ in length.
+    """
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"need equally many values, got {len(x)} and {len(y)}")
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    return x[keep], y[keep]
+
+
+def agreement(predicted: ArrayLike, reference: ArrayLike) -> dict[str, float]:
+    """Agreement of predicted with reference moduli on pairs where both are finite and > 0.
+
+    Returns:
+        n (pairs used), mae (GPa), mae_log10, spearman (NaN for fewer than 3 pairs) and
+        mean_signed_error (predicted - reference, GPa); NaN metrics when no pair is left.
+    """
+    p, r = positive_pairs(predicted, reference)
+    nan = float("nan")
+    if not len(p):
+        return {"n": 0, "mae": nan, "mae_log10": nan, "spearman": nan, "mean_signed_error": nan}
+    rho = float(spearmanr(p, r).statistic) if len(p) >= 3 else nan
+    return {"n": len(p), "mae": float(np.mean(np.abs(p - r))),
+            "mae_log10": float(np.mean(np.abs(np.log10(p) - np.log10(r)))),
+            "spearman": rho, "mean_signed_error": float(np.mean(p - r))}
+
+
+@dataclass(frozen=True)
+class LogLinearFit:
+    """log10 y = slope * log10 x + intercept for one modulus.
+
+    Attributes:
+        modulus: Which modulus (an oracle CSV column: "K_vrh" or "G_vrh").
+        slope: Slope in log10 space.
+        intercept: Intercept in log10 space (log10 GPa).
+        n_pairs: Pairs the fit used.
+        rmse_log10: RMS residual of the fit on those pairs (in-sample), log10 GPa.
+    """
+
+    modulus: str
+    slope: float
+    intercept: float
+    n_pairs: int
+    rmse_log10: float
+
+    @classmethod
+    def fit(cls, modulus: str, oracle_values: ArrayLike, dft_values: ArrayLike) -> LogLinearFit:
+        """Least-squares fit on the pairs where both values are finite and > 0.
+
+        Raises:
+            ValueError: Fewer than `MIN_PAIRS` usable pairs, or all oracle values equal.
+        """
+        x, y = positive_pairs(oracle_values, dft_values)
+        if len(x) < MIN_PAIRS:
+            raise ValueError(f"calibration of {modulus} needs at least {MIN_PAIRS} pairs of "
+                             f"finite, positive values; got {len(x)}")
+        lx, ly = np.log10(x), np.log10(y)
+        if np.ptp(lx) == 0:
+            raise ValueError(f"calibration of {modulus}: all {len(x)} oracle values are equal")
+        slope, intercept = np.polyfit(lx, ly, 1)
+        rmse = float(np.sqrt(np.mean((slope * lx + intercept - ly) ** 2)))
+        return cls(modulus=modulus, slope=float(slope), intercept=float(intercept),
+                   n_pairs=len(x), rmse_log10=rmse)
+
+    def apply(self, values: ArrayLike) -> np.ndarray:
+        """Calibrated values (GPa); NaN where a value is NaN, infinite or <= 0."""
+        v = np.asarray(values, float)
+        out = np.full(v.shape, np.nan)
+        ok = np.isfinite(v) & (v > 0)
+        out[ok] = 10.0 ** (self.slope * np.log10(v[ok]) + self.intercept)
+        return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-modulus log-linear maps from oracle to DFT-like moduli, with provenance.
+
+    Attributes:
+        fits: One `LogLinearFit` per modulus.
+        calculator: Potential the oracle values came from ("chgnet", ...).
+        fit_split: Which data the maps were fitted on (free text, e.g. the split and seed).
+        created: ISO date of the fit.
+        source: Data the DFT values came from (free text, e.g. a file name).
+    """
+
+    fits: tuple[LogLinearFit, ...]
+    calculator: str
+    fit_split: str
+    created: str = field(default_factory=lambda: date.today().isoformat())
+    source: str = ""
+
+    @classmethod
+    def fit(cls, oracle_values: Mapping[str, ArrayLike], dft_values: Mapping[str, ArrayLike], *,
+            calculator: str, fit_split: str, moduli: Sequence[str] = MODULI,
+            source: str = "") -> Calibration:
+        """Fit one map per modulus.
+
+        Args:
+            oracle_values: Modulus name -> oracle values (GPa), e.g. a results DataFrame.
+            dft_values: Modulus name -> DFT values (GPa) in the same order.
+            calculator: Potential behind the oracle values.
+            fit_split: Description of the data fitted on (stored as provenance).
+            moduli: Names to fit (keys of both mappings).
+            source: Where the DFT values came from.
+
+        Raises:
+            ValueError: A modulus has fewer than `MIN_PAIRS` pairs where both values are
+                finite and positive (the message gives the count), or no moduli are given.
+        """
+        if not moduli:
+            raise ValueError("no moduli to calibrate")
+        fits = tuple(LogLinearFit.fit(m, oracle_values[m], dft_values[m]) for m in moduli)
+        return cls(fits=fits, calculator=calculator, fit_split=fit_split, source=source)
+
+    @property
+    def moduli(self) -> tuple[str, ...]:
+        """Names of the calibrated moduli."""
+        return tuple(f.modulus for f in self.fits)
+
+    def __getitem__(self, modulus: str) -> LogLinearFit:
+        for f in self.fits:
+            if f.modulus == modulus:
+                return f
+        raise KeyError(f"no calibration for {modulus!r} (have {', '.join(self.moduli)})")
+
+    def apply(self, values: ArrayLike, modulus: str) -> np.ndarray:
+        """Calibrated `modulus` values (GPa); NaN where a value is NaN, infinite or <= 0."""
+        return self[modulus].apply(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "model": "log10 M_dft = slope * log10 M_oracle + intercept",
+            "moduli": {f.modulus: {"slope": f.slope, "intercept": f.intercept,
+                                   "n_pairs": f.n_pairs, "rmse_log10_in_sample": f.rmse_log10}
+                       for f in self.fits},
+            "provenance": {"calculator": self.calculator, "fit_split": self.fit_split,
+                           "created": self.created, "source": self.source,
+                           "n_pairs": {f.modulus: f.n_pairs for f in self.fits}},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        """Inverse of `to_dict`.
+
+        Raises:
+            ValueError: Not a calibration description, or a newer format version.
+        """
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"not an oracle calibration (format {data.get('format')!r})")
+        if int(data.get("version", 0)) > _VERSION:
+            raise ValueError(f"calibration format version {data['version']} is newer than "
+                             f"this code ({_VERSION})")
+        fits = []
+        for name, d in data["moduli"].items():
+            slope, intercept = float(d["slope"]), float(d["intercept"])
+            if not (math.isfinite(slope) and math.isfinite(intercept)):
+                raise ValueError(f"calibration of {name}: non-finite coefficients")
+            fits.append(LogLinearFit(modulus=name, slope=slope, intercept=intercept,
+                                     n_pairs=int(d["n_pairs"]),
+                                     rmse_log10=float(d.get("rmse_log10_in_sample", "nan"))))
+        prov = data.get("provenance", {})
+        return cls(fits=tuple(fits), calculator=str(prov.get("calculator", "")),
+                   fit_split=str(prov.get("fit_split", "")),
+                   created=str(prov.get("created", "")), source=str(prov.get("source", "")))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the JSON description to `path` (folders created); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        """Read a calibration written by `save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,279 @@
+"""Run the oracle over many structures: in-process, in a local process pool or on Ray.
+
+Results are appended to a CSV as each structure finishes (one flushed row at a time, header
+once), so a killed run loses at most the structures in flight; a restarted run skips every id
+already in the CSV. A structure that crashes its worker process is retried alone once and
+then recorded as "failed: worker crashed".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, NamedTuple, get_args
+
+import pandas as pd
+from pymatgen.core import Structure
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from invdesign.oracle.calculators import CalculatorName
+from invdesign.oracle.oracle import CSV_COLUMNS, OracleConfig, OracleResult, run_oracle
+
+__all__ = ["completed_ids", "read_results", "run_many"]
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+_NUMERIC = [c for c in CSV_COLUMNS if c not in ("id", "formula", "status", "mechanically_stable")]
+
+
+class _Job(NamedTuple):
+    id: str
+    structure: Structure
+    calculator: CalculatorName
+    temperature: float
+    steps: int
+    config: OracleConfig | None
+
+
+def _job(job: _Job) -> Row:
+    """Worker entry point: one oracle run, returned as a CSV row."""
+    result = run_oracle(job.structure, structure_id=job.id, calculator=job.calculator,
+                        temperature=job.temperature, steps=job.steps, config=job.config)
+    return result.to_row()
+
+
+def _limit_threads(n: int = 1) -> None:
+    """Worker initialiser: n BLAS/OpenMP/torch threads (processes share the cores).
+
+    The environment variables cover libraries imported later (torch reads OMP_NUM_THREADS on
+    import); torch already imported (e.g. by the main module) is set directly.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def _ray_job(job: _Job) -> Row:
+    _limit_threads(1)
+    return _job(job)
+
+
+def _crashed(job: _Job, why: str) -> Row:
+    formula = job.structure.composition.reduced_formula if len(job.structure) else ""
+    return OracleResult(id=job.id, formula=formula, status=f"failed: {why}").to_row()
+
+
+def completed_ids(out_csv: str | Path) -> set[str]:
+    """Ids already in a results CSV; repairs a last row cut off by a killed run.
+
+    Raises:
+        ValueError: The file exists but its header is not `CSV_COLUMNS`.
+    """
+    path = Path(out_csv)
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        logger.warning("%s: dropping an incomplete last row (%d bytes)", path, len(data) - keep)
+        with path.open("r+b") as f:
+            f.truncate(keep)
+        data = data[:keep]
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    if not rows:
+        return set()
+    if tuple(rows[0]) != CSV_COLUMNS:
+        raise ValueError(f"{path}: not an oracle results file (columns {', '.join(rows[0])}; "
+                         f"expected {', '.join(CSV_COLUMNS)}); choose another output file")
+    return {row[0] for row in rows[1:] if row}
+
+
+def read_results(out_csv: str | Path) -> pd.DataFrame:
+    """A results CSV as a DataFrame (ids as strings, NaN for missing numbers)."""
+    df = pd.read_csv(out_csv, dtype={"id": str, "formula": str, "status": str},
+                     keep_default_na=False, na_values={c: ["", "nan"] for c in _NUMERIC})
+    stable = {"True": True, "False": False}
+    df["mechanically_stable"] = df["mechanically_stable"].astype(str).map(stable)
+    return df
+
+
+@contextmanager
+def _appender(path: Path) -> Iterator[Callable[[Row], None]]:
+    """A function appending one row to `path` (header first for a new file), flushed to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+
+        def write(row: Row) -> None:
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+        if new:
+            writer.writeheader()
+        yield write
+
+
+def _sequential(jobs: Iterator[_Job]) -> Iterator[Row]:
+    for job in jobs:
+        yield _job(job)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_limit_threads)
+
+
+def _pool_round(jobs: Iterator[_Job], workers: int):
+    """Yield rows until `jobs` is exhausted; return the jobs in flight if the pool breaks."""
+    pool = _new_pool(workers)
+    inflight: dict[Future, _Job] = {}
+    try:
+        while True:
+            while len(inflight) < 2 * workers and (job := next(jobs, None)) is not None:
+                inflight[pool.submit(_job, job)] = job
+            if not inflight:
+                return []
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            broken = [f for f in done if isinstance(f.exception(), BrokenProcessPool)]
+            if broken:
+                finished = [f for f in inflight if f.done() and f.exception() is None]
+                for f in finished:
+                    yield f.result()
+                return [job for f, job in inflight.items() if f not in finished]
+            for f in done:
+                inflight.pop(f)
+                yield f.result()  # other exceptions are caller errors: let them stop the run
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _isolated(job: _Job) -> Row:
+    """Retry one job alone in a fresh process; a second crash becomes a failure row."""
+    pool = _new_pool(1)
+    try:
+        return pool.submit(_job, job).result()
+    except BrokenProcessPool:
+        return _crashed(job, "worker crashed")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _local_pool(jobs: Iterator[_Job], workers: int) -> Iterator[Row]:
+    while True:
+        crashed = yield from _pool_round(jobs, workers)
+        if not crashed:
+            return
+        logger.warning("a worker process died; retrying %d structures one by one", len(crashed))
+        for job in crashed:
+            yield _isolated(job)
+
+
+def _ray_pool(jobs: Iterator[_Job], address: str, workers: int) -> Iterator[Row]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("--ray-address needs ray: pip install 'ray[default]'") from exc
+    ray.init(address=address, ignore_reinit_error=True)
+    remote = ray.remote(num_cpus=1)(_ray_job)
+    window = 2 * max(workers, int(ray.cluster_resources().get("CPU", 1)))
+    inflight: dict[Any, _Job] = {}
+    while True:
+        while len(inflight) < window and (job := next(jobs, None)) is not None:
+            inflight[remote.remote(job)] = job
+        if not inflight:
+            return
+        (ref,), _ = ray.wait(list(inflight), num_returns=1)
+        job = inflight.pop(ref)
+        try:
+            yield ray.get(ref)
+        except ray.exceptions.RayError as exc:  # worker died or task failed
+            yield _crashed(job, f"worker crashed ({type(exc).__name__})")
+
+
+def _pending(items: Iterable[tuple[str, Structure]], done: set[str], make) -> Iterator[_Job]:
+    seen = set(done)
+    for item_id, structure in items:
+        item_id = str(item_id)
+        if item_id in seen:
+            if item_id not in done:
+                logger.warning("duplicate id %r skipped", item_id)
+            continue
+        seen.add(item_id)
+        yield make(item_id, structure)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("oracle"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled)
+
+
+def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
+             calculator: CalculatorName = "chgnet", workers: int = 1,
+             temperature: float = 300.0, steps: int = 200, config: OracleConfig | None = None,
+             ray_address: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run the oracle on every (id, structure) pair, streaming rows to `out_csv`, resumably.
+
+    Args:
+        items: (id, Structure) pairs; ids already in `out_csv` and repeated ids are skipped.
+        out_csv: Results CSV (columns `CSV_COLUMNS`), created or appended to.
+        calculator: Potential name (see `get_calculator`).
+        workers: Worker processes (a local spawn pool, one thread each; 1 runs in this
+            process). With Ray, tasks in flight are 2 x max(workers, cluster CPUs).
+        temperature: Temperature of alpha, K.
+        steps: Maximum optimiser steps per relaxation.
+        config: Numerical settings (`OracleConfig()` by default).
+        ray_address: Ray cluster address ("auto", "ray://host:10001"); None runs locally.
+        progress: Show a progress bar.
+
+    Returns:
+        The whole results file as a DataFrame (earlier runs included).
+
+    Raises:
+        ValueError: Bad arguments or an `out_csv` that is not a results file.
+        ImportError: `ray_address` given but ray not installed, or the calculator's package.
+    """
+    if calculator not in get_args(CalculatorName):
+        raise ValueError(f"unknown calculator {calculator!r}: choose one of "
+                         f"{', '.join(get_args(CalculatorName))}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out_csv = Path(out_csv)
+    done = completed_ids(out_csv)
+    jobs = _pending(items, done, lambda i, s: _Job(i, s, calculator, temperature, steps, config))
+    total = (sum(str(i) not in done for i, _ in items) if isinstance(items, Sequence)
+             else None)
+    if ray_address:
+        rows = _ray_pool(jobs, ray_address, workers)
+    else:
+        rows = _local_pool(jobs, workers) if workers > 1 else _sequential(jobs)
+    n = failed = 0
+    with _appender(out_csv) as write, _progress(progress) as bar:
+        task = bar.add_task("oracle", total=total, failed=0)
+        for row in rows:
+            write(row)
+            n += 1
+            failed += row["status"] != "ok"
+            bar.update(task, advance=1, failed=failed)
+    logger.info("%s: %d new rows (%d failed), %d already done", out_csv, n, failed, len(done))
+    return read_results(out_csv)

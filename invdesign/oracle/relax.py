@@ -1,0 +1,150 @@
+"""Structure relaxation (cell and ions, or ions at a fixed cell) through an ASE calculator."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS, FIRE
+from ase.units import GPa
+from pymatgen.core import Lattice, Structure
+
+__all__ = ["RelaxResult", "frac_rmsd", "relax", "relax_ions", "to_atoms", "to_structure"]
+
+logger = logging.getLogger(__name__)
+
+Optimizer = Literal["FIRE", "BFGS"]
+_OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
+
+
+@dataclass(frozen=True)
+class RelaxResult:
+    """Outcome of a relaxation.
+
+    Attributes:
+        atoms: Relaxed atoms, with the calculator attached.
+        energy_per_atom: Potential energy of the relaxed cell, eV/atom.
+        rmsd: Root-mean-square displacement between input and relaxed positions, A
+            (see `frac_rmsd`).
+        volume_change: Relaxed volume / input volume - 1, dimensionless.
+        converged: Whether the largest force (and scaled stress) fell below fmax.
+        steps: Optimiser steps taken.
+    """
+
+    atoms: Atoms
+    energy_per_atom: float
+    rmsd: float
+    volume_change: float
+    converged: bool
+    steps: int
+
+    @property
+    def structure(self) -> Structure:
+        """The relaxed structure as a pymatgen Structure."""
+        return to_structure(self.atoms)
+
+
+def to_atoms(structure: Structure) -> Atoms:
+    """ASE Atoms (periodic, same site order) from an ordered pymatgen Structure."""
+    symbols = [getattr(sp, "element", sp).symbol for sp in structure.species]
+    return Atoms(symbols=symbols, cell=structure.lattice.matrix,
+                 scaled_positions=structure.frac_coords, pbc=True)
+
+
+def to_structure(atoms: Atoms) -> Structure:
+    """Pymatgen Structure (same site order) from ASE Atoms."""
+    return Structure(Lattice(np.asarray(atoms.cell)), atoms.get_chemical_symbols(),
+                     atoms.get_scaled_positions(wrap=False))
+
+
+def frac_rmsd(frac_in: np.ndarray, frac_out: np.ndarray, cell: np.ndarray) -> float:
+    """RMSD in A of fractional displacements measured on one lattice.
+
+    The input fractional coordinates are placed on the relaxed lattice, so a pure change of
+    cell shape or volume gives 0 (reported separately as `RelaxResult.volume_change`).
+    Displacements are wrapped to the nearest periodic image and the mean (a rigid translation)
+    is removed before converting to Cartesian A.
+
+    Args:
+        frac_in: (n, 3) input fractional coordinates.
+        frac_out: (n, 3) relaxed fractional coordinates, same site order.
+        cell: (3, 3) relaxed lattice vectors as rows, A.
+    """
+    d = np.asarray(frac_out, float) - np.asarray(frac_in, float)
+    d -= np.round(d)
+    d -= d.mean(axis=0)
+    cart = d @ np.asarray(cell, float)
+    return float(np.sqrt(np.mean(np.sum(cart**2, axis=1))))
+
+
+def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: float,
+              steps: int) -> tuple[bool, int]:
+    opt = _OPTIMIZERS[optimizer](target, logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    return converged, int(opt.nsteps)
+
+
+def relax_ions(atoms: Atoms, calc: Calculator, *, fmax: float = 0.01, steps: int = 100,
+               optimizer: Optimizer = "BFGS") -> tuple[bool, int]:
+    """Relax ionic positions in place at a fixed cell.
+
+    A structure whose forces already fall below `fmax` (e.g. every atom on an inversion centre)
+    costs a single force call.
+
+    Args:
+        atoms: Atoms to relax (modified in place; `calc` is attached).
+        calc: ASE calculator.
+        fmax: Force tolerance, eV/A.
+        steps: Maximum optimiser steps.
+        optimizer: "BFGS" or "FIRE".
+
+    Returns:
+        (converged, steps taken).
+    """
+    atoms.calc = calc
+    if len(atoms) == 1:  # no internal degrees of freedom beyond a translation
+        return True, 0
+    return _optimise(atoms, optimizer, fmax, steps)
+
+
+def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
+          stress_tol: float = 0.1, steps: int = 200, optimizer: Optimizer = "BFGS",
+          ) -> RelaxResult:
+    """Relax cell and ions together (ASE `FrechetCellFilter`, zero external pressure).
+
+    The filter's cell factor is set so that its force criterion means |stress| < `stress_tol`
+    (ASE's default, the number of atoms, allows about fmax/V_atom, ~0.5 GPa: a few % in volume
+    for soft solids).
+
+    Args:
+        structure: Input structure (not modified).
+        calc: ASE calculator.
+        fmax: Force tolerance, eV/A.
+        stress_tol: Stress tolerance, GPa.
+        steps: Maximum optimiser steps.
+        optimizer: "BFGS" (fewest steps near a minimum) or "FIRE".
+
+    Returns:
+        The relaxed atoms, energy per atom (eV/atom), RMSD (A), volume change, convergence flag
+        and step count.
+    """
+    atoms = structure.copy() if isinstance(structure, Atoms) else to_atoms(structure)
+    atoms.calc = None
+    frac_in = atoms.get_scaled_positions(wrap=False)
+    volume_in = atoms.get_volume()
+    atoms.calc = calc
+    cell_factor = volume_in * stress_tol * GPa / fmax
+    flt = FrechetCellFilter(atoms, exp_cell_factor=cell_factor)
+    converged, n_steps = _optimise(flt, optimizer, fmax, steps)
+    energy = float(atoms.get_potential_energy()) / len(atoms)
+    rmsd = frac_rmsd(frac_in, atoms.get_scaled_positions(wrap=False), np.asarray(atoms.cell))
+    logger.debug("relaxed %s in %d steps (converged=%s), E=%.4f eV/atom, rmsd=%.3f A",
+                 atoms.get_chemical_formula(), n_steps, converged, energy, rmsd)
+    return RelaxResult(atoms=atoms, energy_per_atom=energy, rmsd=rmsd,
+                       volume_change=atoms.get_volume() / volume_in - 1.0,
+                       converged=converged, steps=n_steps)

@@ -1,0 +1,117 @@
+"""Structural validity: interatomic distances (periodic images included) and volume per atom.
+
+Two criteria are computed in one call:
+
+* ours (``valid``): every distance between two atoms, including an atom and its own periodic
+  images, is >= ``min_distance`` (0.5 A), and the volume per atom lies in
+  [``min_volume_per_atom``, ``max_volume_per_atom``] = [1, 200] A^3. The range is wide on
+  purpose: the densest solids (diamond 5.7, Be 8, high-pressure hydrides ~2 A^3/atom) and the
+  loosest ordered crystals (Cs 117, solid Xe 60 A^3/atom) sit inside it, while a decoded cell
+  blown up to 1000 A or collapsed to a sliver does not. This is the filter for candidates.
+* CDVAE's (``cdvae_valid``, ``scripts/eval_utils.py::structure_validity`` and the volume check in
+  ``scripts/compute_metrics.py::Crystal.get_structure``): the minimum-image distance between any
+  two *distinct* sites >= 0.5 A and the cell volume >= 0.1 A^3. It ignores an atom's own periodic
+  images (a 0.4 A cell with one atom passes) and has no upper volume bound. Reported so that
+  our numbers compare with the literature.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pymatgen.core import Structure
+
+from invdesign.validity.result import StructureValidity
+
+MIN_DISTANCE = 0.5  # A, CDVAE's cutoff
+MIN_VOLUME_PER_ATOM = 1.0  # A^3
+MAX_VOLUME_PER_ATOM = 200.0  # A^3
+CDVAE_MIN_VOLUME = 0.1  # A^3, whole cell
+_MAX_IMAGE_CELLS = 5_000_000  # periodic images x atoms the neighbour search may visit
+
+
+def cdvae_structure_valid(structure: Structure) -> bool:
+    """CDVAE's structural validity: distinct sites >= 0.5 A apart, cell volume >= 0.1 A^3."""
+    matrix = structure.lattice.matrix
+    if len(structure) == 0 or not np.isfinite(matrix).all():
+        return False
+    if not np.isfinite(structure.frac_coords).all():
+        return False
+    if abs(np.linalg.det(matrix)) < CDVAE_MIN_VOLUME:
+        return False
+    if len(structure) == 1:
+        return True
+    dist = structure.distance_matrix
+    np.fill_diagonal(dist, np.inf)
+    return bool(dist.min() >= MIN_DISTANCE)
+
+
+def _image_cells(matrix: np.ndarray, cutoff: float) -> float:
+    """Number of cells a neighbour search within `cutoff` scans (from the interplanar spacings)."""
+    inverse = np.linalg.inv(matrix)
+    spacings = 1.0 / np.sqrt((inverse**2).sum(axis=0))
+    return float(np.prod(2 * np.ceil(cutoff / spacings) + 1))
+
+
+def closest_contact(structure: Structure, cutoff: float) -> tuple[int, int, float] | None:
+    """Closest pair of atoms (i, j, distance in A) with distance < `cutoff`, or None.
+
+    Periodic images count, an atom's own images included (then i == j); two distinct atoms at
+    exactly the same position count too (distance 0).
+    """
+    centers, points, images, dists = structure.get_neighbor_list(cutoff, exclude_self=False)
+    itself = (centers == points) & np.all(images == 0, axis=1)
+    close = ~itself & (dists < cutoff)
+    if not close.any():
+        return None
+    k = int(np.argmin(np.where(close, dists, np.inf)))
+    return int(centers[k]), int(points[k]), float(dists[k])
+
+
+def _contact_reason(contact: tuple[int, int, float], cutoff: float) -> str:
+    i, j, d = contact
+    if i == j:
+        return f"atom {i} is {d:.3g} A from its own periodic image (< {cutoff} A)"
+    return f"atoms {i} and {j} are {d:.3g} A apart (< {cutoff} A)"
+
+
+def structure_validity(
+    structure: Structure,
+    *,
+    min_distance: float = MIN_DISTANCE,
+    min_volume_per_atom: float = MIN_VOLUME_PER_ATOM,
+    max_volume_per_atom: float = MAX_VOLUME_PER_ATOM,
+) -> StructureValidity:
+    """Structural validity of one periodic structure (see the module docstring).
+
+    Args:
+        structure: The structure to check.
+        min_distance: Smallest allowed interatomic distance in A, periodic images included.
+        min_volume_per_atom: Smallest allowed cell volume per atom in A^3.
+        max_volume_per_atom: Largest allowed cell volume per atom in A^3.
+
+    Returns:
+        ``valid`` (our criterion) with the reason it failed, and ``cdvae_valid``.
+    """
+    n = len(structure)
+    if n == 0:
+        return StructureValidity(False, "empty structure", cdvae_valid=False)
+    matrix = structure.lattice.matrix
+    if not (np.isfinite(matrix).all() and np.isfinite(structure.frac_coords).all()):
+        return StructureValidity(False, "non-finite lattice or coordinates", cdvae_valid=False)
+    cdvae = cdvae_structure_valid(structure)
+    volume = abs(float(np.linalg.det(matrix)))
+    reasons = []
+    per_atom = volume / n
+    if not min_volume_per_atom <= per_atom <= max_volume_per_atom:
+        reasons.append(f"volume per atom {per_atom:.4g} A^3 outside "
+                       f"[{min_volume_per_atom:g}, {max_volume_per_atom:g}] A^3")
+    cells = _image_cells(matrix, min_distance) if volume > 1e-12 else math.inf
+    if not math.isfinite(cells) or cells * n > _MAX_IMAGE_CELLS:
+        reasons.append(f"degenerate lattice (interplanar spacing far below {min_distance} A)")
+    else:
+        contact = closest_contact(structure, min_distance)
+        if contact is not None:
+            reasons.append(_contact_reason(contact, min_distance))
+    return StructureValidity(not reasons, "; ".join(reasons), cdvae_valid=cdvae)

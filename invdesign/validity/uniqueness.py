@@ -1,0 +1,264 @@
+"""Uniqueness within a batch and novelty against reference (training) structures.
+
+Two structures are "the same" when pymatgen's
+``StructureMatcher(ltol=0.3, stol=0.5, angle_tol=10)`` fits them (CDVAE's settings; primitive
+cells compared, volumes scaled, no supercells). ``fit`` is expensive, so it runs only between
+structures sharing a prefilter key that ``fit`` itself could never tell apart:
+
+* the comparator's composition hash (``SpeciesComparator``: the fractional composition); ``fit``
+  returns False when these differ;
+* the number of sites in the Niggli-reduced primitive cell; with ``attempt_supercell=False`` the
+  matcher rejects reduced cells of different sizes before looking at geometry.
+
+Each structure is reduced at most once (Niggli, then primitive cell, exactly as ``fit`` does
+it), and only when another structure shares its composition; ``fit(...,
+skip_structure_reduction=True)`` reuses the reduced cells. No volume or distance key
+is used: the matcher scales volumes, so a 10 % larger NaCl is not novel against NaCl.
+
+``fit`` is not symmetric; like ``StructureMatcher.group_structures`` we call
+``fit(earlier_or_reference, candidate)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property, reduce
+
+import numpy as np
+from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
+from pymatgen.core import Structure
+
+logger = logging.getLogger(__name__)
+
+PrefilterKey = tuple[Hashable, int]
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """StructureMatcher tolerances (defaults: CDVAE's, fractional length / A-normalised / deg)."""
+
+    ltol: float = 0.3
+    stol: float = 0.5
+    angle_tol: float = 10.0
+
+    def matcher(self) -> StructureMatcher:
+        """The configured matcher (primitive cells, scaled volumes, no supercells)."""
+        return StructureMatcher(ltol=self.ltol, stol=self.stol, angle_tol=self.angle_tol,
+                                primitive_cell=True, scale=True, attempt_supercell=False,
+                                comparator=SpeciesComparator())
+
+
+_PRIMITIVE_TOLERANCE = 0.25  # A, get_primitive_structure's default, used by StructureMatcher
+
+
+def _may_have_smaller_cell(structure: Structure) -> bool:
+    """False only when ``get_primitive_structure()`` would certainly return the cell unchanged.
+
+    Re-does pymatgen's first filter with numpy and a 0.1 % looser tolerance: a translation is a
+    candidate only if it moves every site to within 2 x 0.25 A (per axis) of a site of the
+    same species. Without a nonzero candidate pymatgen finds no smaller cell.
+    """
+    groups: dict[str, list[np.ndarray]] = {}
+    for site in structure:
+        groups.setdefault(site.species_string, []).append(site.frac_coords)
+    coords = [np.array(groups[label]) for label in sorted(groups)]  # pymatgen's group order
+    if reduce(math.gcd, (len(g) for g in coords)) == 1:
+        return False
+    tol = 2 * _PRIMITIVE_TOLERANCE / np.array(structure.lattice.abc) * 1.001
+    smallest = min(coords, key=len)  # the same group pymatgen takes its candidates from
+    vectors = smallest[1:] - smallest[0]
+    for group in coords:
+        shifted = vectors[:, None, None, :] + group[None, :, None, :] - group[None, None, :, :]
+        shifted -= np.round(shifted)
+        close = np.all(np.abs(shifted) < tol, axis=-1)  # (vector, site, other site)
+        vectors = vectors[close.any(axis=2).all(axis=1)]
+        if len(vectors) == 0:
+            return False
+    return True
+
+
+def reduce_like_matcher(structure: Structure) -> Structure:
+    """Niggli cell, then primitive cell: the cell ``StructureMatcher.fit`` compares.
+
+    The costly ``get_primitive_structure`` is skipped when it would return the cell unchanged
+    (species counts with gcd 1, or no lattice translation maps the structure onto itself).
+    """
+    reduced = Structure.from_sites(structure).get_reduced_structure(reduction_algo="niggli")
+    if _may_have_smaller_cell(reduced):
+        reduced = reduced.get_primitive_structure()
+    return reduced
+
+
+def _comparable(structure: Structure) -> bool:
+    matrix = structure.lattice.matrix
+    return (len(structure) > 0 and bool(np.isfinite(matrix).all())
+            and bool(np.isfinite(structure.frac_coords).all())
+            and abs(float(np.linalg.det(matrix))) > 1e-6)
+
+
+class PreparedStructure:
+    """A structure ready for matching: composition hash at once, reduced cell on first use.
+
+    Reduction (~1-5 ms) is the expensive step, and a structure whose composition no other
+    structure shares never needs it. Build with `prepare_structure`; picklable.
+
+    Attributes:
+        structure: The input structure.
+        comp_hash: The comparator's composition hash (fractional composition); None when the
+            structure cannot be compared (empty, non-finite or singular lattice).
+    """
+
+    def __init__(self, structure: Structure) -> None:
+        self.structure = structure
+        comparable = _comparable(structure)
+        self.comp_hash = SpeciesComparator().get_hash(structure.composition) if comparable else None
+
+    @cached_property
+    def reduced(self) -> Structure | None:
+        """Niggli-reduced primitive cell (the unreduced cell if pymatgen fails to reduce it)."""
+        if self.comp_hash is None:
+            return None
+        try:
+            return reduce_like_matcher(self.structure)
+        except Exception as exc:  # pymatgen raises various errors on odd lattices
+            logger.debug("cell reduction failed (%s); matching the unreduced cell", exc)
+            return Structure.from_sites(self.structure)
+
+    @property
+    def key(self) -> PrefilterKey | None:
+        """Prefilter key (composition hash, sites in the reduced cell); reduces on first use."""
+        reduced = self.reduced
+        return None if reduced is None else (self.comp_hash, len(reduced))
+
+
+def prepare_structure(structure: Structure | PreparedStructure) -> PreparedStructure:
+    """Wrap a structure for matching (cheap; never raises for odd lattices)."""
+    return structure if isinstance(structure, PreparedStructure) else PreparedStructure(structure)
+
+
+class ReferenceIndex:
+    """Structures grouped by prefilter key, for fast "seen before?" queries.
+
+    Adding a structure only hashes its composition. Cells are reduced the first time a query
+    with the same composition arrives, so indexing a large training set costs little and a
+    candidate with a composition absent from the index is novel without any reduction.
+
+    Args:
+        structures: Reference structures (e.g. the training set).
+        settings: Matcher tolerances; CDVAE's by default.
+    """
+
+    def __init__(self, structures: Iterable[Structure | PreparedStructure] = (), *,
+                 settings: MatchSettings | None = None) -> None:
+        self.settings = settings or MatchSettings()
+        self._matcher = self.settings.matcher()
+        self._by_composition: dict[Hashable, list[tuple[int, PreparedStructure]]] = {}
+        self._by_size: dict[Hashable, dict[int, list[tuple[int, Structure]]]] = {}
+        self._size = 0
+        for structure in structures:
+            self.add(structure)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, structure: Structure | PreparedStructure) -> int:
+        """Add one structure; returns its index (uncomparable ones are counted, never matched)."""
+        item = prepare_structure(structure)
+        index = self._size
+        self._size += 1
+        if item.comp_hash is not None:
+            self._by_composition.setdefault(item.comp_hash, []).append((index, item))
+            by_size = self._by_size.get(item.comp_hash)
+            if by_size is not None and item.key is not None:
+                by_size.setdefault(item.key[1], []).append((index, item.reduced))
+        return index
+
+    def has_composition(self, structure: Structure | PreparedStructure) -> bool:
+        """Whether some indexed structure has the same composition (no reduction needed)."""
+        return prepare_structure(structure).comp_hash in self._by_composition
+
+    def _candidates(self, item: PreparedStructure) -> list[tuple[int, Structure]]:
+        """Indexed (index, reduced cell) sharing `item`'s prefilter key, in insertion order."""
+        by_size = self._by_size.get(item.comp_hash)
+        if by_size is None:
+            by_size = {}
+            for index, member in self._by_composition[item.comp_hash]:
+                if member.key is not None:
+                    by_size.setdefault(member.key[1], []).append((index, member.reduced))
+            self._by_size[item.comp_hash] = by_size
+        return by_size.get(item.key[1], []) if item.key is not None else []
+
+    def find(self, structure: Structure | PreparedStructure) -> int | None:
+        """Index of the first indexed structure that matches, or None."""
+        item = prepare_structure(structure)
+        if item.comp_hash is None or item.comp_hash not in self._by_composition:
+            return None
+        for index, reference in self._candidates(item):
+            try:
+                if self._matcher.fit(reference, item.reduced, skip_structure_reduction=True):
+                    return index
+            except Exception as exc:  # a failed comparison means "not shown to match"
+                logger.debug("StructureMatcher.fit failed (%s)", exc)
+        return None
+
+    def contains(self, structure: Structure | PreparedStructure) -> bool:
+        """Whether some indexed structure matches `structure`."""
+        return self.find(structure) is not None
+
+    def novel_mask(self, structures: Sequence[Structure | PreparedStructure]) -> np.ndarray:
+        """Boolean mask: True where a structure matches no indexed structure.
+
+        Structures that cannot be compared (empty, non-finite or singular lattice) get False.
+        """
+        items = [prepare_structure(s) for s in structures]
+        return np.array([item.comp_hash is not None and self.find(item) is None
+                         for item in items], dtype=bool)
+
+
+def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
+                settings: MatchSettings | None = None) -> np.ndarray:
+    """Boolean mask: True for the first occurrence of each distinct structure in a batch.
+
+    A structure is compared with the distinct structures before it (with the same prefilter
+    key); structures that cannot be compared (empty, non-finite or singular lattice) get False.
+    """
+    items = [prepare_structure(s) for s in structures]
+    shared = Counter(item.comp_hash for item in items if item.comp_hash is not None)
+    seen = ReferenceIndex(settings=settings)
+    mask = np.zeros(len(items), dtype=bool)
+    for i, item in enumerate(items):
+        if item.comp_hash is None:
+            continue
+        if shared[item.comp_hash] == 1:  # nothing else has this composition: no reduction
+            mask[i] = True
+        elif seen.find(item) is None:
+            mask[i] = True
+            seen.add(item)
+    return mask
+
+
+def novel_mask(structures: Sequence[Structure | PreparedStructure],
+               reference: ReferenceIndex | Iterable[Structure], *,
+               settings: MatchSettings | None = None) -> np.ndarray:
+    """Boolean mask: True where a structure matches none of `reference`.
+
+    Args:
+        structures: Candidates.
+        reference: A `ReferenceIndex` (build it once for many calls) or reference structures.
+        settings: Matcher tolerances for a new index; must agree with an index passed in.
+
+    Raises:
+        ValueError: If `settings` differ from those of the `ReferenceIndex` given.
+    """
+    if isinstance(reference, ReferenceIndex):
+        if settings is not None and settings != reference.settings:
+            raise ValueError(f"settings {settings} differ from the reference index's "
+                             f"{reference.settings}")
+        index = reference
+    else:
+        index = ReferenceIndex(reference, settings=settings)
+    return index.novel_mask(structures)
