@@ -96,6 +96,19 @@ def test_models_are_pure_torch():
         "invdesign.cli"))
 
 
+def test_validity_and_evaluate_have_no_torch_and_no_models():
+    for layer in ("invdesign.validity", "invdesign.evaluate"):
+        assert not _violations(layer, (
+            "torch", "invdesign.models", "invdesign.train", "invdesign.surrogate",
+            "invdesign.oracle", "invdesign.cli"))
+
+
+def test_oracle_does_not_import_models_or_training():
+    assert not _violations("invdesign.oracle", (
+        "invdesign.models", "invdesign.train", "invdesign.surrogate", "invdesign.validity",
+        "invdesign.cli"))
+
+
 def test_train_does_not_import_cli():
     assert not _violations("invdesign.train", ("invdesign.cli",))
 
@@ -106,7 +119,8 @@ def test_nothing_imports_the_cli():
     assert not users, f"only the command line may import invdesign.cli, found: {users}"
 
 
-@pytest.mark.parametrize("module", ["invdesign", "invdesign.properties", "invdesign.data"])
+@pytest.mark.parametrize("module", ["invdesign", "invdesign.properties", "invdesign.data",
+                                    "invdesign.validity"])
 def test_light_imports_do_not_load_torch(module):
     code = (f"import sys, {module}; "
             "print(sorted(m for m in ('torch', 'wandb', 'rdkit') if m in sys.modules))")
