@@ -353,3 +353,14 @@ def test_sevenn_silicon():
     res = run_oracle(to_structure(bulk("Si", "diamond", a=5.43)), calculator="sevenn")
     assert res.ok, res.status
     assert res.K_vrh == pytest.approx(98.0, rel=0.15) and res.alpha_300K > 0
+
+
+def test_runaway_relaxation_is_stopped_with_a_status(monkeypatch):
+    """A cell whose volume leaves the allowed ratio stops early with a clear status."""
+    import importlib
+
+    relax_module = importlib.import_module("invdesign.oracle.relax")
+    monkeypatch.setattr(relax_module, "MAX_VOLUME_RATIO", 1.05)
+    atoms = bulk("Cu", "fcc", a=3.61 * 1.15)
+    with pytest.raises(relax_module.RelaxationRunawayError, match="ran away"):
+        relax_module.relax(atoms, EMT)

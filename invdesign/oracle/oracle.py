@@ -21,7 +21,7 @@ from pymatgen.core import Element, Structure
 
 from invdesign.oracle.calculators import CalculatorName, get_calculator, supported_elements
 from invdesign.oracle.elastic import DEFAULT_STRAINS, elastic_tensor
-from invdesign.oracle.relax import Optimizer, relax, to_structure
+from invdesign.oracle.relax import Optimizer, RelaxationRunawayError, relax, to_structure
 from invdesign.oracle.thermal import GruneisenModel, thermal_expansion
 from invdesign.properties.derived import poisson_ratio, youngs_modulus
 
@@ -61,7 +61,7 @@ class OracleConfig:
     optimizer: Optimizer = "BFGS"
     ionic_fmax: float = 0.01
     strains: tuple[float, ...] = DEFAULT_STRAINS
-    volume_range: float = 0.06
+    volume_range: float = 0.10
     n_volumes: int = 11
     gruneisen: GruneisenModel = "poisson"
     default_poisson: float = 0.25
@@ -199,6 +199,8 @@ def _describe(exc: Exception) -> str:
     message = " ".join(str(exc).split())[:_MAX_MESSAGE]
     if type(exc).__name__ == "EOSError":
         return f"failed: unphysical fit: EOS ({message})"
+    if isinstance(exc, RelaxationRunawayError):
+        return f"failed: no convergence ({message})"
     return f"failed: error: {type(exc).__name__}: {message}"
 
 

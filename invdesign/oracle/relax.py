@@ -82,9 +82,26 @@ def frac_rmsd(frac_in: np.ndarray, frac_out: np.ndarray, cell: np.ndarray) -> fl
     return float(np.sqrt(np.mean(np.sum(cart**2, axis=1))))
 
 
+class RelaxationRunawayError(RuntimeError):
+    """The cell volume changed by more than MAX_VOLUME_RATIO (either way) while relaxing."""
+
+
+MAX_VOLUME_RATIO = 3.0  # a relaxation that triples or thirds the cell volume is stopped
+
+
 def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: float,
               steps: int) -> tuple[bool, int]:
     opt = _OPTIMIZERS[optimizer](target, logfile=None)
+    atoms = target.atoms if isinstance(target, FrechetCellFilter) else target
+    volume_in = atoms.get_volume()
+
+    def guard() -> None:  # stops a runaway cell before it exhausts memory in the potential
+        ratio = atoms.get_volume() / volume_in
+        if not 1.0 / MAX_VOLUME_RATIO < ratio < MAX_VOLUME_RATIO:
+            raise RelaxationRunawayError(f"relaxation ran away: volume x{ratio:.2f} after "
+                                    f"{opt.nsteps} steps")
+
+    opt.attach(guard, interval=1)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     return converged, int(opt.nsteps)
 

@@ -171,7 +171,7 @@ def agl_debye_temperature(bulk_modulus: np.ndarray | float, volume: np.ndarray |
     return debye_temperature(b, g, density, np.asarray(volume, float) / n_atoms)
 
 
-def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.06,
+def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.10,
                         n_volumes: int = 11, fmax: float = 0.01,
                         steps: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
     """Relaxed-ion energies on isotropically scaled copies of a relaxed cell.
@@ -179,7 +179,7 @@ def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float =
     Args:
         atoms: Relaxed structure (not modified).
         calc: ASE calculator.
-        volume_range: Largest relative volume change (0.06 is -6 % .. +6 %).
+        volume_range: Largest relative volume change (0.10 is -10 % .. +10 %).
         n_volumes: Number of volumes.
         fmax: Ionic force tolerance, eV/A.
         steps: Maximum ionic steps per volume.
@@ -306,7 +306,7 @@ def quasi_harmonic(volumes: np.ndarray, energies: np.ndarray, *, n_atoms: int, m
 
 
 def thermal_expansion(atoms: Atoms, calc: Calculator, *, poisson: float = 0.25,
-                      temperature: float = 300.0, volume_range: float = 0.06,
+                      temperature: float = 300.0, volume_range: float = 0.10,
                       n_volumes: int = 11, fmax: float = 0.01, steps: int = 100,
                       gruneisen: GruneisenModel = "poisson") -> ThermalResult:
     """Linear thermal expansion, Debye temperature and Grueneisen parameter of a relaxed cell.
