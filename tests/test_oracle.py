@@ -199,7 +199,7 @@ def test_bad_structures_give_status_without_calling_the_calculator(monkeypatch, 
 
 
 def test_stage_exceptions_and_non_convergence_become_statuses(monkeypatch):
-    stretched = _fcc("Cu", 4.2)
+    stretched = _fcc("Cu", 3.9)
     res = run_oracle(stretched, calculator="emt", steps=1)
     assert res.status == "failed: no convergence (relaxation, 1 steps)"
     assert math.isfinite(res.energy_per_atom)

@@ -154,10 +154,19 @@ def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
     atoms.calc = None
     frac_in = atoms.get_scaled_positions(wrap=False)
     volume_in = atoms.get_volume()
+    start = atoms.copy()
     atoms.calc = calc
     cell_factor = volume_in * stress_tol * GPa / fmax
-    flt = FrechetCellFilter(atoms, exp_cell_factor=cell_factor)
-    converged, n_steps = _optimise(flt, optimizer, fmax, steps)
+    try:
+        converged, n_steps = _optimise(FrechetCellFilter(atoms, exp_cell_factor=cell_factor),
+                                       optimizer, fmax, steps)
+    except RelaxationRunawayError as err:
+        # A small cell factor lets the optimiser take huge strain steps on a badly strained
+        # cell; retry once with ASE's stiffer default (n_atoms), which takes smaller ones.
+        logger.info("%s; retrying with the default cell factor", err)
+        atoms = start
+        atoms.calc = calc
+        converged, n_steps = _optimise(FrechetCellFilter(atoms), optimizer, fmax, steps)
     energy = float(atoms.get_potential_energy()) / len(atoms)
     rmsd = frac_rmsd(frac_in, atoms.get_scaled_positions(wrap=False), np.asarray(atoms.cell))
     logger.debug("relaxed %s in %d steps (converged=%s), E=%.4f eV/atom, rmsd=%.3f A",
