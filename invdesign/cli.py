@@ -1,4 +1,5 @@
-"""Command line: `invdesign train surrogate`, `predict`, `verify`, `label`, `examples`, `models`.
+"""Command line: `invdesign train surrogate`, `predict`, `verify`, `label`, `validate`,
+`evaluate generation`, `examples`, `models`.
 
 A thin layer over the Python API: parse options, call the library, print tables.
 """
@@ -21,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generative inverse design of materials.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
 app.add_typer(train_app, name="train")
+evaluate_app = typer.Typer(no_args_is_help=True, help="CDVAE-standard generation metrics.")
+app.add_typer(evaluate_app, name="evaluate")
 console = Console(stderr=True)
 
 
@@ -200,6 +203,68 @@ def label(
     """Label a training set with oracle K, G, alpha and Debye temperature (id -> values)."""
     _run_oracle_cli(data, out, workers=workers, calculator=calculator,
                     ray_address=ray_address, temperature=temperature, max_atoms=max_atoms)
+
+
+def _load_or_fail(path: Path, **kwargs):
+    from invdesign.data import load_dataset
+
+    try:
+        dataset = load_dataset(path, properties=[], **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if dataset.summary.skipped:
+        console.print(str(dataset.summary))
+    return dataset
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Option(help="Structures to check (any load_dataset format).")],
+    out: Annotated[Path, typer.Option(help="CSV with one row of flags per structure.")],
+    reference: Annotated[Path | None, typer.Option(
+        help="Training set for novelty (any load_dataset format).")] = None,
+) -> None:
+    """Validity (SMACT composition, geometry), uniqueness and novelty of each structure."""
+    import pandas as pd
+
+    from invdesign.validity import check_structures, validity_rates
+
+    dataset = _load_or_fail(data)
+    ref = _load_or_fail(reference).structures if reference else None
+    table = check_structures(dataset.structures, reference=ref, progress=True)
+    table.insert(0, "id", dataset.ids)
+    # Rows the loader rejected (unparsable, atoms < 0.5 A apart, ...) are invalid samples too.
+    rejected = pd.DataFrame({"id": [row for row, _ in dataset.summary.skipped],
+                             "reason": [why for _, why in dataset.summary.skipped]})
+    for col in ("struct_valid", "comp_valid", "valid", "unique", "novel", "struct_valid_cdvae"):
+        if col in table.columns and (col != "novel" or ref is not None):
+            rejected[col] = False
+    table = pd.concat([table, rejected], ignore_index=True) if len(rejected) else table
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    typer.echo(json.dumps(validity_rates(table)))
+
+
+@evaluate_app.command("generation")
+def evaluate_generation(
+    samples: Annotated[Path, typer.Option(help="Generated structures (folder of CIFs, "
+                                               "candidates.csv or any load_dataset format).")],
+    reference: Annotated[Path, typer.Option(help="Held-out reference structures.")],
+    dataset: Annotated[str, typer.Option(help="perov_5, carbon_24 or mp_20 (COV cutoffs).")],
+) -> None:
+    """COV-R/P, EMD of density and of #elements, validity: one JSON object on the last line."""
+    from invdesign.evaluate import generation_metrics
+
+    generated = _load_or_fail(samples)
+    ref = _load_or_fail(reference)
+    try:
+        # Samples the loader rejected (e.g. atoms closer than 0.5 A) count as invalid (None).
+        rejected = [None] * len(generated.summary.skipped)
+        metrics = generation_metrics([*generated.structures, *rejected], ref.structures,
+                                     dataset, progress=True)
+    except (ValueError, ImportError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(metrics))
 
 
 @app.command()

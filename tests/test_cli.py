@@ -152,3 +152,50 @@ def test_train_unknown_split_exits_2(toy_json, tmp_path):
     assert result.exit_code == 2, result.output
     assert "bogus" in result.output
     assert not (tmp_path / "model").exists()
+
+
+def _write_overlapping_cif(folder: Path) -> None:
+    from pymatgen.core import Lattice, Structure
+
+    bad = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    bad.to(filename=str(folder / "overlap.cif"))
+
+
+def test_validate_counts_rejected_rows_as_invalid(example_cifs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "samples"
+    shutil.copytree(example_cifs, folder)
+    (folder / "properties.csv").unlink()
+    _write_overlapping_cif(folder)
+    out = tmp_path / "validity.csv"
+    result = invoke("validate", "--data", folder, "--out", out, "--reference", example_cifs)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == 13  # 12 reference crystals + the overlapping one
+    bad = table[table["id"].astype(str).str.contains("overlap")]
+    assert len(bad) == 1 and not bool(bad["valid"].iloc[0])
+    assert "too close" in bad["reason"].iloc[0]
+    rates = json.loads(result.stdout.strip().splitlines()[-1])
+    assert rates["n"] == 13 and rates["struct_valid"] == pytest.approx(12 / 13)
+    assert not table.loc[table["id"] == "NaCl", "novel"].astype(bool).any()  # in the reference
+
+
+def test_evaluate_generation_prints_metrics_json(example_cifs, tmp_path):
+    pytest.importorskip("matminer", reason="CDVAE COV fingerprints need matminer")
+    import shutil
+
+    folder = tmp_path / "samples"
+    shutil.copytree(example_cifs, folder)
+    (folder / "properties.csv").unlink()
+    _write_overlapping_cif(folder)
+    result = invoke("evaluate", "generation", "--samples", folder, "--reference", example_cifs,
+                    "--dataset", "mp_20")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["struct_valid"] == pytest.approx(12 / 13)  # the rejected sample counts
+    assert metrics["cov_r"] == pytest.approx(1.0)
+    assert metrics["emd_density"] == pytest.approx(0.0, abs=1e-9)
+    bad = invoke("evaluate", "generation", "--samples", folder, "--reference", example_cifs,
+                 "--dataset", "nope")
+    assert bad.exit_code == 2 and "nope" in bad.output
