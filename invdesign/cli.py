@@ -143,21 +143,22 @@ def predict(
     Console().print(preview)
 
 
-def _run_oracle_cli(data: Path, out: Path, *, workers: int, calculator: str,
-                    ray_address: str | None, temperature: float,
-                    max_atoms: int | None) -> None:
-    """Shared body of `verify` and `label`: load, run the oracle resumably, summarise."""
+def oracle_command(
+    data: Annotated[Path, typer.Option("--candidates", "--data", help="Structures: a "
+                                       "candidates.csv with CIFs or any load_dataset format.")],
+    out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
+    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
+    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
+    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+) -> None:
+    """Relax, elastic moduli and thermal expansion of each structure with the physics oracle."""
     import torch
 
-    from invdesign.data import load_dataset
     from invdesign.oracle import run_many
 
-    try:
-        dataset = load_dataset(data, properties=[], max_atoms=max_atoms)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
-    if dataset.summary.skipped:
-        console.print(str(dataset.summary))
+    dataset = _load_or_fail(data, max_atoms=max_atoms)
     torch.set_num_threads(1)
     try:
         table = run_many([(r.id, r.structure) for r in dataset], out, calculator=calculator,
@@ -173,36 +174,10 @@ def _run_oracle_cli(data: Path, out: Path, *, workers: int, calculator: str,
     Console().print(summary)
 
 
-@app.command()
-def verify(
-    candidates: Annotated[Path, typer.Option(help="candidates.csv with CIFs, or any dataset "
-                                                  "file load_dataset reads.")],
-    out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
-    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
-    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
-    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
-    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
-) -> None:
-    """Verify candidates with the physics oracle: relax, elastic moduli, thermal expansion."""
-    _run_oracle_cli(candidates, out, workers=workers, calculator=calculator,
-                    ray_address=ray_address, temperature=temperature, max_atoms=max_atoms)
-
-
-@app.command()
-def label(
-    data: Annotated[Path, typer.Option(help="Dataset to label (any format load_dataset "
-                                            "reads).")],
-    out: Annotated[Path, typer.Option(help="Label table CSV (appended to; reruns resume).")],
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
-    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
-    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
-    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
-    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
-) -> None:
-    """Label a training set with oracle K, G, alpha and Debye temperature (id -> values)."""
-    _run_oracle_cli(data, out, workers=workers, calculator=calculator,
-                    ray_address=ray_address, temperature=temperature, max_atoms=max_atoms)
+app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "
+            "relaxation, elastic moduli, thermal expansion. Use --candidates FILE.")(oracle_command)
+app.command("label", help="Label a training set with oracle K, G, alpha and Debye temperature "
+            "(id -> values). Use --data FILE.")(oracle_command)
 
 
 def _load_or_fail(path: Path, **kwargs):
