@@ -96,9 +96,10 @@ class Surrogate:
                    model_config=CGCNNConfig(**config["model"]),
                    state_dicts=payload["state_dicts"], meta=payload["meta"])
 
-    def save(self, folder: str | Path, **extra_config: Any) -> Path:
+    def save(self, folder: str | Path) -> Path:
+        """Write the checkpoint folder (weights.pt + card.json)."""
         config = {"targets": self.targets, "graph": asdict(self.graph_config),
-                  "model": self.model_config.to_dict(), **extra_config}
+                  "model": self.model_config.to_dict()}
         return save_checkpoint(folder, kind=KIND, config=config, state_dicts=self.state_dicts,
                                meta=self.meta)
 
@@ -121,32 +122,30 @@ class Surrogate:
         the targets, derived properties and their ensemble spread are added.
         """
         graphs = self.featurize(structures)
-        members = self.predict_members(graphs)
+        raw = self.predict_members(graphs, physical=False)
+        members, point = to_physical(self.targets, raw), to_physical(self.targets, raw.mean(0))
         table: dict[str, Any] = {"id": list(ids) if ids is not None
                                  else [str(i) for i in range(len(structures))]}
         for j, name in enumerate(self.targets):
-            values = members[..., j]
-            table[name] = (10 ** np.log10(values).mean(0) if is_log_target(name)
-                           else values.mean(0))
-            table[f"{name}_std"] = values.std(0)
+            table[name] = point[:, j]
+            table[f"{name}_std"] = members[..., j].std(0)
         if derived and K_NAME in self.targets and G_NAME in self.targets:
-            table.update(self._derived(members, graphs, temperature))
+            table.update(self._derived(point, members, graphs, temperature))
         return pd.DataFrame(table)
 
-    def _derived(self, members: np.ndarray, graphs: Sequence[CrystalGraph],
+    def _derived(self, point: np.ndarray, members: np.ndarray, graphs: Sequence[CrystalGraph],
                  temperature: float) -> dict[str, np.ndarray]:
-        """Derived properties from the ensemble K, G; `_std` is their spread over members."""
-        K = members[..., self.targets.index(K_NAME)]
-        G = members[..., self.targets.index(G_NAME)]
-        geo = dict(density=np.array([g.density for g in graphs]),
-                   volume_per_atom=np.array([g.volume_per_atom for g in graphs]), T=temperature)
-        point = derive_all(10 ** np.log10(K).mean(0), 10 ** np.log10(G).mean(0), **geo)
-        spread = derive_all(K, G, **geo)
+        """Derived properties from the point K, G; `_std` is their spread over the members."""
+        k, g = self.targets.index(K_NAME), self.targets.index(G_NAME)
+        geo = dict(density=np.array([gr.density for gr in graphs]),
+                   volume_per_atom=np.array([gr.volume_per_atom for gr in graphs]), T=temperature)
+        values = derive_all(point[:, k], point[:, g], **geo)
+        spread = derive_all(members[..., k], members[..., g], **geo)
         out = {}
-        for name, values in point.items():
+        for name, value in values.items():
             if name in (K_NAME, G_NAME):
                 continue
-            out[name] = values
+            out[name] = value
             if name not in ("density", "volume_per_atom"):
                 with np.errstate(invalid="ignore"):
                     out[f"{name}_std"] = np.nanstd(spread[name], axis=0)
