@@ -66,11 +66,10 @@ def _train_member(args) -> MemberResult:
     config, init_state, train, val, train_config, queue = args
     torch.set_num_threads(1)
     model = build_model(config, init_state)
-    keep_scalers = init_state is not None and train_config.freeze_convolutions
     report = None if queue is None else (
         lambda epoch, loss, val_mae: queue.put((train_config.seed, epoch, loss, val_mae)))
-    history = train_model(model, train, val, train_config, fit_normalisation=not keep_scalers,
-                          on_epoch=report)
+    # Scalers are refitted even when transferring: they feed the heads, which always train.
+    history = train_model(model, train, val, train_config, on_epoch=report)
     return MemberResult(train_config.seed, {k: v.clone() for k, v in model.state_dict().items()},
                         history)
 

@@ -125,13 +125,7 @@ def train_surrogate(
     logger.info("%s", dataset.summary)
     y = to_model_space(config.targets, dataset.targets(config.targets))
     split = make_split(dataset, config)
-    for part_name, size, least in zip(("train", "val", "test"), split.sizes, (2, 1, 1),
-                                      strict=True):
-        if size < least:
-            raise ValueError(
-                f"{data}: the {config.split} split {config.fractions} leaves {size} structure(s) "
-                f"in '{part_name}' ({len(dataset)} usable records); use more data, other "
-                "fractions or --split random")
+    _check_split(split, config, f"{data} ({len(dataset)} usable records)")
     graphs = featurize_structures(dataset.structures, config.graph, cache_dir=cache_dir)
     model_config = config.architecture.model_config(
         len(config.targets), config.graph.cutoff, n_global_features(config.graph))
@@ -167,6 +161,16 @@ def train_surrogate(
     }
     return RunResult(surrogate, split, metrics, members)
 
+
+def _check_split(split: Split, config: SurrogateRunConfig, source: str) -> None:
+    """Fail before training when a part is too small to train, stop early or test on."""
+    for part_name, size, least in zip(("train", "val", "test"), split.sizes, (2, 1, 1),
+                                      strict=True):
+        if size < least:
+            raise ValueError(
+                f"{source}: the {config.split} split {config.fractions} leaves {size} "
+                f"structure(s) in '{part_name}'; use more data, other fractions or "
+                "--split random")
 
 
 def _cross_validate(dataset, graphs, y, split, model_config, config, k) -> dict[str, Any]:
