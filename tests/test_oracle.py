@@ -364,3 +364,12 @@ def test_runaway_relaxation_is_stopped_with_a_status(monkeypatch):
     atoms = bulk("Cu", "fcc", a=3.61 * 1.15)
     with pytest.raises(relax_module.RelaxationRunawayError, match="ran away"):
         relax_module.relax(atoms, EMT)
+
+
+def test_coincident_atoms_are_an_overlap_not_a_calculation():
+    """Two distinct atoms at one position (distance 0) must be caught before the potential."""
+    from pymatgen.core import Lattice
+
+    twin = Structure(Lattice.cubic(3.6), ["Cu", "Cu"], [[0, 0, 0], [0, 0, 0]])
+    res = run_oracle(twin, calculator="emt")
+    assert res.status.startswith("failed: atoms overlap (distance 0.00 A")

@@ -59,17 +59,24 @@ def check_structure(structure: Structure, *, max_atoms: int | None = None) -> No
         raise RowError(f"bad lattice: volume {volume:.3g} A^3")
     if volume / n_atoms < _MIN_VOLUME_PER_ATOM_A3:
         raise RowError(f"atoms too close: volume {volume / n_atoms:.3g} A^3/atom")
-    closest = min_distance(structure, MIN_DISTANCE_A)
-    if closest < MIN_DISTANCE_A:
-        raise RowError(f"atoms too close: {closest:.2f} A")
+    contact = closest_contact(structure, MIN_DISTANCE_A)
+    if contact is not None:
+        raise RowError(f"atoms too close: {contact[2]:.2f} A")
 
 
-def min_distance(structure: Structure, cutoff: float) -> float:
-    """Closest distance between two atoms (periodic images included), or inf if none < cutoff."""
-    centers, points, images, distances = structure.get_neighbor_list(cutoff, exclude_self=False)
-    is_self = (centers == points) & np.all(images == 0, axis=1)
-    distances = distances[~is_self]
-    return float(distances.min()) if distances.size else math.inf
+def closest_contact(structure: Structure, cutoff: float) -> tuple[int, int, float] | None:
+    """Closest pair of atoms (i, j, distance in A) with distance < `cutoff`, or None.
+
+    Periodic images count, an atom's own images included (then i == j); two distinct atoms at
+    exactly the same position count too (distance 0).
+    """
+    centers, points, images, dists = structure.get_neighbor_list(cutoff, exclude_self=False)
+    itself = (centers == points) & np.all(images == 0, axis=1)
+    close = ~itself & (dists < cutoff)
+    if not close.any():
+        return None
+    k = int(np.argmin(np.where(close, dists, np.inf)))
+    return int(centers[k]), int(points[k]), float(dists[k])
 
 
 class RecordCollector:

@@ -19,6 +19,7 @@ import numpy as np
 from ase import Atoms
 from pymatgen.core import Element, Structure
 
+from invdesign.data.validate import closest_contact
 from invdesign.oracle.calculators import CalculatorName, get_calculator, supported_elements
 from invdesign.oracle.elastic import DEFAULT_STRAINS, elastic_tensor
 from invdesign.oracle.relax import Optimizer, RelaxationRunawayError, relax, to_structure
@@ -145,9 +146,9 @@ def _precheck(structure: Structure, elements: Collection[str], cfg: OracleConfig
                       if not isinstance(el, Element) or el.symbol not in elements})
     if unknown:
         return f"failed: unsupported element: {', '.join(unknown)}"
-    close = structure.get_neighbor_list(cfg.min_distance)[3]
-    if len(close):
-        return f"failed: atoms overlap (distance {close.min():.2f} A < {cfg.min_distance} A)"
+    contact = closest_contact(structure, cfg.min_distance)
+    if contact is not None:
+        return f"failed: atoms overlap (distance {contact[2]:.2f} A < {cfg.min_distance} A)"
     vpa = structure.volume / len(structure)
     if vpa > cfg.max_volume_per_atom:
         return (f"failed: isolated atoms (volume per atom {vpa:.3g} A^3 > "

@@ -22,6 +22,7 @@ import math
 import numpy as np
 from pymatgen.core import Structure
 
+from invdesign.data.validate import closest_contact
 from invdesign.validity.result import StructureValidity
 
 MIN_DISTANCE = 0.5  # A, CDVAE's cutoff
@@ -52,21 +53,6 @@ def _image_cells(matrix: np.ndarray, cutoff: float) -> float:
     inverse = np.linalg.inv(matrix)
     spacings = 1.0 / np.sqrt((inverse**2).sum(axis=0))
     return float(np.prod(2 * np.ceil(cutoff / spacings) + 1))
-
-
-def closest_contact(structure: Structure, cutoff: float) -> tuple[int, int, float] | None:
-    """Closest pair of atoms (i, j, distance in A) with distance < `cutoff`, or None.
-
-    Periodic images count, an atom's own images included (then i == j); two distinct atoms at
-    exactly the same position count too (distance 0).
-    """
-    centers, points, images, dists = structure.get_neighbor_list(cutoff, exclude_self=False)
-    itself = (centers == points) & np.all(images == 0, axis=1)
-    close = ~itself & (dists < cutoff)
-    if not close.any():
-        return None
-    k = int(np.argmin(np.where(close, dists, np.inf)))
-    return int(centers[k]), int(points[k]), float(dists[k])
 
 
 def _contact_reason(contact: tuple[int, int, float], cutoff: float) -> str:
