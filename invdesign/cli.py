@@ -108,6 +108,18 @@ def train_surrogate_cmd(
                                                           for n in names}}))
 
 
+def _load_or_fail(path: Path, **kwargs):
+    from invdesign.data import load_dataset
+
+    try:
+        dataset = load_dataset(path, properties=[], **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if dataset.summary.skipped:
+        console.print(str(dataset.summary))
+    return dataset
+
+
 @app.command()
 def predict(
     data: Annotated[Path, typer.Option(help="Structures: any file load_dataset reads.")],
@@ -117,16 +129,13 @@ def predict(
     temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
 ) -> None:
     """Predict properties (with ensemble std) and derived properties for every structure."""
-    from invdesign.data import load_dataset
     from invdesign.surrogate import Surrogate
 
     try:
         surrogate = Surrogate.load(model)
-        dataset = load_dataset(data, properties=[])
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    if dataset.summary.skipped:
-        console.print(str(dataset.summary))
+    dataset = _load_or_fail(data)
     if not len(dataset):
         _fail(f"{data}: no usable structures")
     table = surrogate.predict(dataset.structures, dataset.ids, temperature=temperature)
@@ -178,18 +187,6 @@ app.command("verify", help="Verify candidates with the physics oracle (CHGNet by
             "relaxation, elastic moduli, thermal expansion. Use --candidates FILE.")(oracle_command)
 app.command("label", help="Label a training set with oracle K, G, alpha and Debye temperature "
             "(id -> values). Use --data FILE.")(oracle_command)
-
-
-def _load_or_fail(path: Path, **kwargs):
-    from invdesign.data import load_dataset
-
-    try:
-        dataset = load_dataset(path, properties=[], **kwargs)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
-    if dataset.summary.skipped:
-        console.print(str(dataset.summary))
-    return dataset
 
 
 @app.command()
