@@ -1,5 +1,5 @@
-"""Command line: `invdesign train surrogate`, `predict`, `verify`, `label`, `validate`,
-`evaluate generation`, `examples`, `models`.
+"""Command line: `invdesign generate`, `sample`, `train surrogate|vae`, `predict`, `verify`,
+`label`, `validate`, `evaluate generation|reconstruction`, `examples`, `models`.
 
 A thin layer over the Python API: parse options, call the library, print tables.
 """
@@ -106,6 +106,178 @@ def train_surrogate_cmd(
     Console().print(table)
     typer.echo(json.dumps({"out": str(out), "test_mae": {n: result["test"][n]["mae"]
                                                           for n in names}}))
+
+
+@train_app.command("vae")
+def train_vae_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset file or folder (any format load_dataset "
+                                            "reads).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
+    conditions: Annotated[list[str] | None, typer.Option(
+        help="Properties to condition on (repeat, or separate by commas).")] = None,
+    more_conditions: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 300,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 60,
+    split: Annotated[str, typer.Option(help="random or composition.")] = "random",
+    seed: Annotated[int, typer.Option()] = 0,
+    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+    latent: Annotated[int, typer.Option(help="Latent dimension.")] = 64,
+    beta: Annotated[float, typer.Option(help="KL weight after warm-up.")] = 0.01,
+    surrogate: Annotated[str | None, typer.Option(
+        help="Surrogate that scores this generator's candidates by default (recorded in the "
+             "card), e.g. surrogate-elastic.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Graph cache folder.")] = None,
+) -> None:
+    """Train a property-conditioned crystal VAE; writes the checkpoint, the training structures
+    (for novelty checks) and learning_curve.png to OUT, and prints held-out reconstruction."""
+    from invdesign.train.vae import VAETrainConfig
+    from invdesign.train.vae_pipeline import (
+        VAEArchitecture,
+        VAERunConfig,
+        evaluate_reconstruction,
+        save_vae_run,
+        train_generator,
+    )
+
+    names = _split_names(list(conditions or []) + list(more_conditions or []))
+    if split not in ("random", "composition"):
+        _fail(f"--split must be 'random' or 'composition', got {split!r}")
+    config = VAERunConfig(conditions=names, split=split, seed=seed, max_atoms=max_atoms,
+                          architecture=VAEArchitecture(latent=latent),
+                          train=VAETrainConfig(epochs=epochs, patience=patience, seed=seed,
+                                               beta=beta))
+    try:
+        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
+                      console=console) as bar:
+            task = bar.add_task("training", total=epochs, status="")
+
+            def on_epoch(epoch: int, history) -> None:
+                bar.update(task, completed=epoch + 1, status=(
+                    f"val loss {history.val_loss[-1]:.3f} composition "
+                    f"{history.val_composition_accuracy[-1]:.1%}"))
+
+            run = train_generator(data, config, cache_dir=cache, on_epoch=on_epoch)
+            bar.update(task, completed=epochs)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err))
+    metrics = evaluate_reconstruction(run.generator, run.test_structures())
+    extra = {"metrics": {"test_reconstruction": metrics}}
+    if surrogate:
+        extra["surrogate"] = surrogate
+    save_vae_run(run, out, extra)
+    typer.echo(json.dumps({"out": str(out), **metrics}))
+
+
+def _parse_condition(text: str) -> tuple[str, float | tuple[float, float]]:
+    """`NAME=VALUE` or `NAME=LO:HI` (a target range)."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        if ":" in value:
+            lo, hi = (float(v) for v in value.split(":"))
+            return name.strip(), (lo, hi)
+        return name.strip(), float(value)
+    except ValueError:
+        _fail(f"--condition {text!r}: expected NAME=VALUE or NAME=LO:HI, e.g. "
+              "bulk_modulus_vrh=250 or K=100:200")
+        raise
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="Folder for candidates.csv and cifs/.")],
+    model: Annotated[str, typer.Option(help="VAE checkpoint folder or shipped name.")] =
+        "vae-mp-binary",
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.")] = 100,
+    condition: Annotated[list[str] | None, typer.Option(
+        help="NAME=VALUE or NAME=LO:HI in physical units (repeat).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    temperature: Annotated[float, typer.Option(help="Scale of the latent noise.")] = 1.0,
+    surrogate: Annotated[str | None, typer.Option(
+        help="Also predict properties with this surrogate checkpoint.")] = None,
+    files: Annotated[bool, typer.Option(help="Write one CIF per candidate.")] = True,
+) -> None:
+    """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
+    from invdesign.api import Designer
+
+    conditions = dict(_parse_condition(c) for c in condition or [])
+    try:
+        designer = Designer.load(model, surrogate=surrogate)
+        cands = designer.sample(n, conditions=conditions or None, seed=seed,
+                                temperature=temperature)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err))
+    if files:
+        cands.write(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        cands.table.to_csv(out / "candidates.csv", index=False)
+    _print_summary(cands.table, out)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder for candidates.csv, structures, ashby.png.")]
+        = Path("candidates"),
+    objective: Annotated[list[str] | None, typer.Option(
+        help="Expression to maximise, e.g. 'E * alpha' (repeat for a Pareto front).")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", help="Candidates to return.")] = 100,
+    constraint: Annotated[list[str] | None, typer.Option(
+        help="e.g. 'K > 50' (repeat).")] = None,
+    elements: Annotated[str | None, typer.Option(
+        help="Allowed elements, comma-separated (default: all the generator knows).")] = None,
+    max_atoms: Annotated[int | None, typer.Option(help="At most this many atoms per cell.")] =
+        None,
+    method: Annotated[str, typer.Option(help="cmaes, gradient or both.")] = "both",
+    score: Annotated[str, typer.Option(help="mean, lcb (mean - kappa std) or ei.")] = "mean",
+    kappa: Annotated[float, typer.Option(help="Weight of the ensemble std in lcb.")] = 1.0,
+    budget: Annotated[int, typer.Option(help="Latent points decoded and scored.")] = 3000,
+    minimize: Annotated[bool, typer.Option(help="Minimise instead of maximise.")] = False,
+    model: Annotated[str, typer.Option(help="Generator checkpoint or shipped name.")] =
+        "mp-binary",
+    surrogate: Annotated[str, typer.Option(help="Scoring surrogate ('auto': the generator's).")]
+        = "auto",
+    file_format: Annotated[str, typer.Option("--format", help="cif, extxyz or json.")] = "cif",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Find valid, unique, novel crystals that maximise an objective (shipped models)."""
+    from invdesign.api import generate as run_generate
+
+    if file_format not in ("cif", "extxyz", "json"):
+        _fail(f"--format must be cif, extxyz or json, got {file_format!r}")
+    try:
+        best = run_generate(objective or ["E * alpha"], n, out=out, model=model,
+                            surrogate=surrogate, file_format=file_format,
+                            constraints=constraint,
+                            elements=[e.strip() for e in elements.split(",") if e.strip()]
+                            if elements else None,
+                            max_atoms=max_atoms, method=method, score=score, kappa=kappa,
+                            budget=budget, seed=seed, minimize=minimize)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err))
+    show = ["rank", "id", "formula", "objective", "objective_std", "bulk_modulus_vrh",
+            "shear_modulus_vrh", "thermal_expansion"]
+    show = [c for c in show if c in best.table]
+    preview = Table(title=f"top of {len(best)} valid, unique, novel candidates -> {out}")
+    for col in show:
+        preview.add_column(col)
+    for _, row in best.table.head(10).iterrows():
+        preview.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
+                          for c in show])
+    Console().print(preview)
+
+
+def _print_summary(table, out: Path) -> None:
+    summary = Table(title=f"{len(table)} candidates -> {out}")
+    for col in ("decoded", "valid", "unique", "novel", "valid+unique+novel"):
+        summary.add_column(col)
+    decoded = table["decoded"].astype(bool)
+    vun = table["valid"] & table["unique"] & table["novel"].fillna(False).astype(bool)
+    summary.add_row(*[f"{x.mean():.1%}" for x in (decoded, table["valid"], table["unique"],
+                                                  table["novel"].fillna(False).astype(bool),
+                                                  vun)])
+    Console().print(summary)
 
 
 def _load_or_fail(path: Path, **kwargs):
@@ -237,6 +409,26 @@ def evaluate_generation(
     except (ValueError, ImportError) as err:
         _fail(str(err))
     typer.echo(json.dumps(metrics))
+
+
+@evaluate_app.command("reconstruction")
+def evaluate_reconstruction_cmd(
+    model: Annotated[str, typer.Option(help="VAE checkpoint folder or shipped name.")],
+    data: Annotated[Path | None, typer.Option(
+        help="Structures to reconstruct; default: the checkpoint's held-out test split of "
+             "its training file.")] = None,
+) -> None:
+    """Match rate and RMSE of encode -> decode: one JSON object on the last line."""
+    from invdesign.generator import Generator
+    from invdesign.train.vae_pipeline import evaluate_reconstruction, held_out_structures
+
+    try:
+        generator = Generator.load(model)
+        structures = (_load_or_fail(data).structures if data is not None
+                      else held_out_structures(generator))
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(evaluate_reconstruction(generator, structures)))
 
 
 @app.command()

@@ -53,3 +53,25 @@ def parity(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, names: Seq
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def ashby(background: dict[str, np.ndarray], candidates: dict[str, np.ndarray],
+          pairs: Sequence[tuple[str, str]], path: str | Path, *,
+          labels: dict[str, str] | None = None) -> Path:
+    """Ashby-style log-log maps (one panel per (x, y) pair): candidates over the training data."""
+    plt = _pyplot()
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4), squeeze=False)
+    for ax, (x, y) in zip(axes[0], pairs, strict=True):
+        for data, style in ((background, dict(s=6, c="0.7", label="training data")),
+                            (candidates, dict(s=18, c="tab:red", marker="*",
+                                              label="candidates"))):
+            xs, ys = np.asarray(data.get(x, []), float), np.asarray(data.get(y, []), float)
+            ok = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
+            ax.scatter(xs[ok], ys[ok], **style)
+        ax.set(xscale="log", yscale="log", xlabel=labels.get(x, x), ylabel=labels.get(y, y))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

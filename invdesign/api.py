@@ -1,0 +1,336 @@
+"""The inverse-design API: `invdesign.load(name)` -> a `Designer` that samples and optimises.
+
+A `Designer` joins a generator (the crystal VAE), a surrogate ensemble that scores candidates,
+and the generator's training structures for novelty. Every candidate it returns has been checked
+for validity, uniqueness and novelty; `optimize` ranks only candidates that passed all three.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pymatgen.core import Structure
+
+from invdesign.data.archive import read_structures
+from invdesign.design.candidates import Candidates
+from invdesign.design.latent import cma_es, gradient_ascent, soft_geometry, trust_radius
+from invdesign.design.scoring import ScoreMode, Scorer, pareto_rank
+from invdesign.generator import Condition, Generator
+from invdesign.properties import derive_all
+from invdesign.surrogate import G_NAME, K_NAME, Surrogate, resolve_checkpoint
+from invdesign.validity import ReferenceIndex, check_structures
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_FILE = "reference.npz"
+REFERENCE_PROPERTIES_FILE = "reference_properties.csv"
+ASHBY_PAIRS = (("thermal_expansion", "youngs_modulus"), ("fracture_toughness", "hardness_chen"))
+ALIASES = {"mp-binary": "vae-mp-binary", "perov5": "vae-perov5", "perov-5": "vae-perov5",
+           "carbon24": "vae-carbon24", "carbon-24": "vae-carbon24"}
+Method = Literal["cmaes", "gradient", "both"]
+
+
+def load(name_or_path: str | Path = "mp-binary", *, surrogate: str | Path | None = "auto"
+         ) -> Designer:
+    """A `Designer` from a shipped generator name ("mp-binary", "perov5", "carbon24") or a
+    checkpoint folder; `surrogate="auto"` takes the scorer named in the generator's card."""
+    return Designer.load(name_or_path, surrogate=surrogate)
+
+
+class Designer:
+    """Generator + surrogate + novelty reference: sample and optimise crystals."""
+
+    def __init__(self, generator: Generator, surrogate: Surrogate | None = None,
+                 reference: Sequence[Structure] | None = None,
+                 reference_properties: pd.DataFrame | None = None):
+        self.generator = generator
+        self.reference_properties = reference_properties
+        self.surrogate = surrogate
+        self._reference_structures = reference
+        self._reference_index: ReferenceIndex | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str | Path = "mp-binary", *,
+             surrogate: str | Path | None = "auto") -> Designer:
+        folder = resolve_checkpoint(ALIASES.get(str(name_or_path), name_or_path))
+        generator = Generator.load(folder)
+        if surrogate == "auto":
+            surrogate = generator.meta.get("surrogate")
+        scorer = Surrogate.load(surrogate) if surrogate else None
+        reference = (read_structures(folder / REFERENCE_FILE)[0]
+                     if (folder / REFERENCE_FILE).is_file() else None)
+        labels = (pd.read_csv(folder / REFERENCE_PROPERTIES_FILE)
+                  if (folder / REFERENCE_PROPERTIES_FILE).is_file() else None)
+        return cls(generator, scorer, reference, labels)
+
+    @property
+    def reference(self) -> ReferenceIndex | None:
+        """Novelty index over the generator's training structures (built on first use)."""
+        if self._reference_index is None and self._reference_structures is not None:
+            self._reference_index = ReferenceIndex(self._reference_structures)
+        return self._reference_index
+
+    # ----- assessment -------------------------------------------------------------------------
+    def assess(self, structures: Sequence[Structure | None], *, prefix: str = "cand",
+               scorer: Scorer | None = None) -> Candidates:
+        """Validity, uniqueness, novelty and predicted properties of decoded structures."""
+        decoded = np.array([s is not None for s in structures], dtype=bool)
+        table = pd.DataFrame({"id": [f"{prefix}-{i:05d}" for i in range(len(structures))]})
+        table["decoded"] = decoded
+        flags = check_structures([s for s in structures if s is not None],
+                                 reference=self.reference)
+        full = pd.DataFrame(index=range(len(structures)), columns=flags.columns)
+        full.loc[decoded] = flags.to_numpy()
+        full.loc[~decoded, ["struct_valid", "comp_valid", "valid", "unique", "novel",
+                            "struct_valid_cdvae"]] = False
+        full.loc[~decoded, "reason"] = "decoding failed (empty composition or degenerate cell)"
+        full.loc[~decoded, "n_atoms"] = 0
+        for col in ("struct_valid", "comp_valid", "valid", "unique", "struct_valid_cdvae"):
+            full[col] = full[col].astype(bool)
+        full["novel"] = (full["novel"].astype("boolean") if self.reference is not None
+                         else pd.array([pd.NA] * len(full), dtype="boolean"))
+        table = pd.concat([table, full], axis=1)
+        ok = [i for i, s in enumerate(structures) if s is not None and table.at[i, "struct_valid"]]
+        if self.surrogate is not None and ok:
+            scorer = scorer or Scorer.parse(K_NAME if K_NAME in self.surrogate.targets
+                                            else self.surrogate.targets[0])
+            scores = scorer.evaluate(self.surrogate, [structures[i] for i in ok])
+            scores.index = ok
+            table = table.join(scores)
+        return Candidates(list(structures), table)
+
+    # ----- sampling ---------------------------------------------------------------------------
+    def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
+               seed: int = 0, temperature: float = 1.0,
+               elements: Iterable[str] | None = None, max_atoms: int | None = None
+               ) -> Candidates:
+        """n crystals from p(x | conditions), each assessed (see `assess`)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        structures, _, y = self.generator.sample(n, conditions, seed=seed,
+                                                 temperature=temperature, elements=elements,
+                                                 max_atoms=max_atoms)
+        cands = self.assess(structures, prefix="sample")
+        requested = self.generator.to_physical(y)
+        for j, name in enumerate(self.generator.conditions):
+            cands.table[f"requested_{name}"] = requested[:, j]
+        return cands
+
+    # ----- optimisation -----------------------------------------------------------------------
+    def optimize(self, objective: str | Sequence[str], n: int = 100, *,
+                 constraints: Sequence[str] | str | None = None,
+                 elements: Iterable[str] | None = None, max_atoms: int | None = None,
+                 method: Method = "both", score: ScoreMode = "mean", kappa: float = 1.0,
+                 budget: int = 3000, seed: int = 0, minimize: bool = False) -> Candidates:
+        """Search the latent space for valid, unique, novel crystals that maximise `objective`.
+
+        Args:
+            objective: expression over property names (e.g. "E * alpha"); several expressions
+                rank candidates by Pareto front first, then by the first expression.
+            n: number of candidates to return (fewer if the search found fewer).
+            constraints: e.g. ["K > 50", "density < 5"]; candidates breaking one rank last.
+            elements: only these elements may appear.
+            max_atoms: at most this many atoms per cell.
+            method: "cmaes" (scores decoded candidates with the surrogate ensemble),
+                "gradient" (ascent through the property head) or "both".
+            score: "mean", "lcb" (mean - kappa * std) or "ei" (expected improvement).
+            budget: decoded candidates to evaluate in all.
+
+        Returns:
+            Candidates ranked best first, all valid, unique and novel.
+        """
+        objectives = [objective] if isinstance(objective, str) else list(objective)
+        if not objectives:
+            raise ValueError("give at least one objective")
+        scorers = [Scorer.parse(o, constraints, mode=score, kappa=kappa, minimize=minimize)
+                   for o in objectives]
+        if self.surrogate is None:
+            raise ValueError("optimize needs a surrogate to score candidates; load one with "
+                             "invdesign.load(..., surrogate='surrogate-elastic')")
+        for s in scorers:
+            s.check_surrogate(self.surrogate)
+        if method not in ("cmaes", "gradient", "both"):
+            raise ValueError(f"method must be 'cmaes', 'gradient' or 'both', got {method!r}")
+        if elements is not None:
+            elements = list(elements)
+            self.generator.allowed_columns(elements)  # raises when none can be decoded
+        if max_atoms is not None and max_atoms < 1:
+            raise ValueError(f"max_atoms must be >= 1, got {max_atoms}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        search = _Search(self, scorers[0], elements, max_atoms)
+        start = time.perf_counter()
+        starts = self._starting_points(scorers[0], seed)
+        if method in ("gradient", "both"):
+            share = budget // 2 if method == "both" else budget
+            search.gradient(starts, share)
+        if method in ("cmaes", "both"):
+            search.cmaes(starts, budget - search.evaluated, seed)
+        logger.info("searched %d latent points in %.1f s", search.evaluated,
+                    time.perf_counter() - start)
+        return self._rank(search, scorers, n)
+
+    def _starting_points(self, scorer: Scorer, seed: int, k: int = 16) -> np.ndarray:
+        """Encoded training structures that the property head rates best, plus prior draws."""
+        rng = np.random.default_rng(seed)
+        prior = self.generator.sample(k, seed=seed)[1]
+        if not self._reference_structures:
+            return prior
+        pick = rng.choice(len(self._reference_structures),
+                          min(512, len(self._reference_structures)), replace=False)
+        mu, _ = self.generator.encode([self._reference_structures[i] for i in pick])
+        value = _head_objective(self.generator, scorer, mu)
+        best = mu[np.argsort(-np.nan_to_num(value, nan=-np.inf))[:k]]
+        return np.concatenate([best, prior])
+
+    def _rank(self, search: _Search, scorers: list[Scorer], n: int) -> Candidates:
+        cands = self.assess(search.structures, prefix="opt", scorer=scorers[0])
+        table = cands.table
+        keep = (table["valid"] & table["unique"]
+                & table["novel"].fillna(True).astype(bool)).to_numpy()
+        pool = cands.filter(keep)
+        if not len(pool):
+            return pool
+        ok = [s for s in pool.structures]
+        values = np.column_stack([pool.table["score"].to_numpy(dtype=float)] + [
+            s.evaluate(self.surrogate, ok)["score"].to_numpy(dtype=float) for s in scorers[1:]])
+        for j, s in enumerate(scorers[1:], start=1):
+            pool.table[f"objective_{j}"] = s.evaluate(self.surrogate, ok)["objective"].to_numpy()
+        feasible = pool.table["violation"].to_numpy(dtype=float) <= 0
+        rank = pareto_rank(values) if len(scorers) > 1 else np.zeros(len(pool), dtype=int)
+        pool.table["pareto_rank"] = rank
+        order = np.lexsort((-values[:, 0], rank, ~feasible))
+        ranked = pool.take(order[:n])
+        ranked.table["rank"] = np.arange(1, len(ranked) + 1)
+        return ranked
+
+
+def _head_objective(generator: Generator, scorer: Scorer, z: np.ndarray) -> np.ndarray:
+    """Objective from the property head's K, G and the decoder's density and volume."""
+    with torch.no_grad():
+        props = _head_inputs(generator)(torch.as_tensor(z, dtype=torch.float32))
+    return _objective_of(scorer, {k: v.double().numpy() for k, v in props.items()})
+
+
+def _head_inputs(generator: Generator):
+    """z -> differentiable {K, G, density, volume_per_atom} (needs a K, G-conditioned VAE)."""
+    model = generator.model
+    try:
+        k, g = generator.condition_index(K_NAME), generator.condition_index(G_NAME)
+    except KeyError as err:
+        raise ValueError("gradient ascent needs a generator conditioned on bulk and shear "
+                         "modulus; use method='cmaes'") from err
+
+    def inputs(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = model.predict_conditions(z)
+        out = model.decode(z, y)
+        density, vpa = soft_geometry(model, out)
+        space = y * model.condition_std + model.condition_mean  # log10 GPa
+        return {K_NAME: 10.0 ** space[:, k], G_NAME: 10.0 ** space[:, g], "density": density,
+                "volume_per_atom": vpa}
+
+    return inputs
+
+
+def _objective_of(scorer: Scorer, values: dict[str, np.ndarray]) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        derived = derive_all(values[K_NAME], values[G_NAME], density=values["density"],
+                             volume_per_atom=values["volume_per_atom"], T=scorer.temperature)
+        return scorer.sign() * scorer.objective.evaluate(derived)
+
+
+class _Search:
+    """Bookkeeping of one optimisation: every decoded candidate and its score."""
+
+    def __init__(self, designer: Designer, scorer: Scorer, elements: list[str] | None,
+                 max_atoms: int | None):
+        self.designer = designer
+        self.scorer = scorer
+        self.elements = elements
+        self.max_atoms = max_atoms
+        self.structures: list[Structure] = []
+        self.evaluated = 0
+        self.radius = trust_radius(designer.generator.config.latent)
+
+    def evaluate(self, z: np.ndarray) -> np.ndarray:
+        """Decode, screen cheaply, score with the surrogate; -inf for unusable candidates."""
+        self.evaluated += len(z)
+        decoded = self.designer.generator.decode(z, elements=self.elements,
+                                                 max_atoms=self.max_atoms)
+        scores = np.full(len(z), -np.inf)
+        usable = [i for i, s in enumerate(decoded) if s is not None and _quick_valid(s)]
+        if usable:
+            table = self.scorer.evaluate(self.designer.surrogate, [decoded[i] for i in usable])
+            penalty = table["violation"].to_numpy(dtype=float)
+            raw = table["score"].to_numpy(dtype=float)
+            scores[usable] = np.where(penalty > 0, raw - 1e3 * np.abs(raw).max() - penalty, raw)
+            self.structures.extend(decoded[i] for i in usable)
+        return scores
+
+    def gradient(self, starts: np.ndarray, budget: int) -> None:
+        generator = self.designer.generator
+        steps, every = 60, 10
+        rows = max(1, min(len(starts), budget // (steps // every)))
+        scorer = self.scorer
+        snapshots = gradient_ascent(
+            generator.model, lambda values: _objective_of(scorer, values),
+            _head_inputs(generator), starts[:rows], radius=self.radius, steps=steps,
+            snapshot_every=every)
+        for z in snapshots:
+            self.evaluate(z)
+
+    def cmaes(self, starts: np.ndarray, budget: int, seed: int, runs: int = 4) -> None:
+        if budget <= 0:
+            return
+        per_run = max(64, budget // runs)
+        for r in range(runs):
+            cma_es(self.evaluate, starts[r % len(starts)], radius=self.radius,
+                   budget=per_run, seed=seed + r)
+
+
+def _quick_valid(structure: Structure) -> bool:
+    """Cheap screen before scoring: no atoms closer than 0.5 A, sane volume per atom."""
+    from invdesign.validity.geometry import structure_validity
+
+    return bool(structure_validity(structure))
+
+
+def generate(objective: str | Sequence[str] = "E * alpha", n: int = 100, *,
+             out: str | Path | None = None, model: str | Path = "mp-binary",
+             surrogate: str | Path | None = "auto", file_format: str = "cif",
+             plot: bool = True, **optimize_kwargs: Any) -> Candidates:
+    """Load the shipped models, optimise, and (with `out`) write candidates.csv, structure files
+    and an Ashby-style `ashby.png` (candidates over the training data)."""
+    designer = Designer.load(model, surrogate=surrogate)
+    best = designer.optimize(objective, n, **optimize_kwargs)
+    if out is not None:
+        best.write(out, format=file_format)  # type: ignore[arg-type]
+        if plot and designer.reference_properties is not None and len(best):
+            from invdesign.plots import ashby
+
+            pairs = [p for p in ASHBY_PAIRS if all(c in best.table and c in
+                                                    designer.reference_properties for c in p)]
+            if pairs:
+                ashby({c: designer.reference_properties[c].to_numpy() for p in pairs for c in p},
+                      {c: best.table[c].to_numpy(dtype=float) for p in pairs for c in p},
+                      pairs, Path(out) / "ashby.png",
+                      labels={"thermal_expansion": "alpha (1/K, Debye-Grueneisen)",
+                              "youngs_modulus": "E (GPa)", "hardness_chen": "hardness (GPa)",
+                              "fracture_toughness": "toughness (MPa m^0.5)"})
+    return best
+
+
+def describe(candidates: Candidates, columns: Sequence[str] = ()) -> dict[str, Any]:
+    """Share of decoded / valid / unique / novel rows of a candidates table."""
+    t = candidates.table
+    out = {c: float(t[c].fillna(False).astype(bool).mean()) for c in
+           ("decoded", "valid", "unique", "novel")}
+    out["n"] = len(t)
+    return out

@@ -1,0 +1,1 @@
+"""Inverse design: candidates, scoring, latent-space search, random-search baseline."""

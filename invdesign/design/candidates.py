@@ -1,0 +1,113 @@
+"""A batch of generated candidates: structures plus one table row each, written to disk.
+
+The table holds `id`, `formula`, `n_atoms`, the validity / uniqueness / novelty flags and the
+reason a check failed, then predicted properties (with `_std` where an ensemble gave one) and,
+for optimisation runs, the objective. Rows stay aligned with `structures` (None where decoding
+failed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+FileFormat = Literal["cif", "extxyz", "json"]
+_SUFFIX = {"cif": ".cif", "extxyz": ".extxyz", "json": ".json"}
+
+
+@dataclass
+class Candidate:
+    """One candidate: its structure (None if decoding failed) and its table row."""
+
+    structure: Structure | None
+    row: pd.Series
+
+    def __getitem__(self, key: str):
+        return self.row[key]
+
+
+class Candidates(Sequence[Candidate]):
+    """Generated structures and their table, in the same order."""
+
+    def __init__(self, structures: Sequence[Structure | None], table: pd.DataFrame):
+        if len(structures) != len(table):
+            raise ValueError(f"{len(structures)} structures but {len(table)} table rows")
+        self.structures = list(structures)
+        self.table = table.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
+        return Candidate(self.structures[index], self.table.iloc[index])
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> Candidates:
+        idx = [int(i) for i in indices]
+        return Candidates([self.structures[i] for i in idx], self.table.iloc[idx])
+
+    def filter(self, mask: Sequence[bool] | np.ndarray | pd.Series) -> Candidates:
+        return self.take(np.flatnonzero(np.asarray(mask, dtype=bool)))
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def write(self, folder: str | Path, format: FileFormat = "cif") -> Path:
+        """Write `candidates.csv` and one structure file per decodable candidate.
+
+        CIFs go to `folder/cifs/<id>.cif`; `extxyz` writes all structures to one
+        `folder/candidates.extxyz` (properties in each frame's info); `json` writes
+        `folder/candidates.json` (pymatgen dicts with the row).
+        """
+        if format not in _SUFFIX:
+            raise ValueError(f"format must be one of {sorted(_SUFFIX)}, got {format!r}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(folder / "candidates.csv", index=False)
+        pairs = [(row, s) for (_, row), s in zip(self.table.iterrows(), self.structures,
+                                                 strict=True) if s is not None]
+        if format == "cif":
+            cif_dir = folder / "cifs"
+            cif_dir.mkdir(exist_ok=True)
+            for row, s in pairs:
+                s.to(filename=str(cif_dir / f"{row['id']}.cif"))
+        elif format == "extxyz":
+            from ase.io import write
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            frames = []
+            for row, s in pairs:
+                atoms = AseAtomsAdaptor.get_atoms(s)
+                atoms.info.update({k: _plain(v) for k, v in row.items()})
+                frames.append(atoms)
+            write(folder / "candidates.extxyz", frames, format="extxyz")
+        else:
+            records = [{"row": {k: _plain(v) for k, v in row.items()}, "structure": s.as_dict()}
+                       for row, s in pairs]
+            (folder / "candidates.json").write_text(json.dumps(records))
+        return folder
+
+
+def _plain(value):
+    """A JSON/extxyz-friendly scalar."""
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if value is pd.NA or value is None:
+        return ""
+    return str(value)

@@ -1,0 +1,94 @@
+"""Decoder targets for the crystal VAE: a canonical, permutation-free description of a crystal.
+
+A frame is the Niggli-reduced cell (so equivalent lattices give the same six parameters), the
+species and the fractional coordinates. Atom order and origin stay free: the VAE's loss matches
+decoded atoms to these atoms (Hungarian assignment) with the origin on one of the `anchors`, the
+atoms of the rarest species, so any choice of origin among them is equally correct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from invdesign.featurize.composition import atomic_numbers
+
+
+@dataclass(frozen=True)
+class CrystalFrame:
+    """One crystal as the decoder sees it.
+
+    Attributes:
+        lattice: (6,) float32, a, b, c (A) and alpha, beta, gamma (degrees), Niggli-reduced.
+        atomic_numbers: (n,) int64.
+        frac_coords: (n, 3) float32 in [0, 1).
+        anchors: indices of the atoms that may sit at the origin (those of the rarest species).
+
+    Atoms are in slot order (`slot_order`), so species form contiguous blocks and the anchors
+    are the first block.
+    """
+
+    lattice: np.ndarray
+    atomic_numbers: np.ndarray
+    frac_coords: np.ndarray
+    anchors: np.ndarray
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atomic_numbers)
+
+
+def slot_order(z: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Permutation putting atoms in decoder slot order: species by ascending count, ties
+    heaviest first (stable within a species). The first species is the anchor species."""
+    z = np.asarray(z, dtype=np.int64)
+    species, inverse, counts = np.unique(z, return_inverse=True, return_counts=True)
+    rank = np.empty(len(species), dtype=np.int64)
+    rank[np.lexsort((-species, counts))] = np.arange(len(species))
+    return np.argsort(rank[inverse], kind="stable")
+
+
+def slot_species(counts: dict[int, int]) -> np.ndarray:
+    """Atomic numbers of the decoder slots for a composition {Z: count}."""
+    z = np.repeat(np.array(list(counts), dtype=np.int64), list(counts.values()))
+    return z[slot_order(z)]
+
+
+def crystal_frame(structure: Structure) -> CrystalFrame:
+    """Frame of a structure (Niggli-reduced cell, coordinates wrapped into [0, 1))."""
+    reduced = structure.get_reduced_structure("niggli")
+    lat = reduced.lattice
+    z = atomic_numbers(reduced)
+    order = slot_order(z)
+    z, frac = z[order], np.mod(reduced.frac_coords[order], 1.0)
+    return CrystalFrame(
+        lattice=np.array([*lat.abc, *lat.angles], dtype=np.float32),
+        atomic_numbers=z.astype(np.int64),
+        frac_coords=frac.astype(np.float32),
+        anchors=np.flatnonzero(z == z[0]),
+    )
+
+
+def crystal_frames(structures: Sequence[Structure]) -> list[CrystalFrame]:
+    return [crystal_frame(s) for s in structures]
+
+
+def lattice_from_parameters(parameters: Sequence[float]) -> Lattice:
+    """Lattice from (a, b, c, alpha, beta, gamma); raises ValueError when it has no volume."""
+    a, b, c, alpha, beta, gamma = (float(p) for p in parameters)
+    if min(a, b, c) <= 0 or not all(0 < x < 180 for x in (alpha, beta, gamma)):
+        raise ValueError(f"lattice parameters out of range: {parameters}")
+    lattice = Lattice.from_parameters(a, b, c, alpha, beta, gamma)
+    if not np.isfinite(lattice.volume) or lattice.volume <= 1e-6:
+        raise ValueError(f"lattice parameters give no volume: {parameters}")
+    return lattice
+
+
+def frame_to_structure(lattice: Sequence[float], z: Sequence[int],
+                       frac_coords: np.ndarray) -> Structure:
+    """Structure from decoded lattice parameters, atomic numbers and fractional coordinates."""
+    return Structure(lattice_from_parameters(lattice), [int(x) for x in z],
+                     np.mod(np.asarray(frac_coords, dtype=np.float64), 1.0))

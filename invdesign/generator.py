@@ -1,0 +1,234 @@
+"""The crystal generator as users see it: encode, decode and (conditionally) sample crystals.
+
+A `Generator` bundles a trained `CrystalVAE` with its graph settings and the names of the
+properties it is conditioned on. Conditions are given in physical units (GPa for moduli) and
+converted to the model's space here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pymatgen.core import Element, Structure
+
+from invdesign.featurize.batch import collate
+from invdesign.featurize.frames import frame_to_structure, slot_species
+from invdesign.featurize.graph import GraphConfig, featurize_structures
+from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
+from invdesign.models.vae import CrystalVAE, DecoderOutput, VAEConfig
+from invdesign.properties import canonical_name, is_known
+from invdesign.surrogate import resolve_checkpoint, to_model_space, to_physical
+
+KIND = "vae"
+Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
+
+
+def _same_property(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return is_known(a) and is_known(b) and canonical_name(a) == canonical_name(b)
+
+
+class Generator:
+    """A property-conditioned crystal VAE with its featurisation and condition names."""
+
+    def __init__(self, *, model: CrystalVAE, graph_config: GraphConfig,
+                 conditions: Sequence[str], meta: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.graph_config = graph_config
+        self.conditions = list(conditions)
+        self.meta = dict(meta or {})
+
+    @property
+    def config(self) -> VAEConfig:
+        return self.model.config
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Generator:
+        """Load a checkpoint folder, or a shipped checkpoint by name (e.g. "vae-mp-binary")."""
+        payload = load_checkpoint(resolve_checkpoint(name_or_path), kind=KIND)
+        config = payload["config"]
+        model = CrystalVAE(VAEConfig.from_dict(config["model"]))
+        state = payload["state_dicts"][0]
+        model.condition_bank = torch.zeros_like(state["condition_bank"])
+        model.load_state_dict(state)
+        return cls(model=model, graph_config=GraphConfig(**config["graph"]),
+                   conditions=config["conditions"], meta=payload["meta"])
+
+    def save(self, folder: str | Path) -> Path:
+        config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
+                  "model": self.config.to_dict()}
+        return save_checkpoint(folder, kind=KIND, config=config,
+                               state_dicts=[self.model.state_dict()], meta=self.meta)
+
+    # ----- conditions -------------------------------------------------------------------------
+    def condition_index(self, name: str) -> int:
+        for j, known in enumerate(self.conditions):
+            if _same_property(name, known):
+                return j
+        raise KeyError(f"this generator is conditioned on {self.conditions}, not on {name!r}")
+
+    def standardise(self, y: np.ndarray) -> np.ndarray:
+        """Physical conditions (n, C) -> the model's standardised space."""
+        m = self.model
+        space = to_model_space(self.conditions, y)
+        return (space - m.condition_mean.numpy()) / m.condition_std.numpy()
+
+    def to_physical(self, y_std: np.ndarray) -> np.ndarray:
+        m = self.model
+        return to_physical(self.conditions,
+                           y_std * m.condition_std.numpy() + m.condition_mean.numpy())
+
+    def draw_conditions(self, n: int, conditions: Mapping[str, Condition] | None,
+                        rng: np.random.Generator) -> np.ndarray:
+        """Standardised condition vectors (n, C) for sampling.
+
+        Requested properties are set to the value (or drawn uniformly within the range, in the
+        model's space); the others come from training rows close to the request, so that
+        unrequested properties stay consistent with the requested ones.
+        """
+        c = len(self.conditions)
+        if c == 0:
+            if conditions:
+                raise KeyError(f"this generator is unconditional; got conditions "
+                               f"{sorted(conditions)}")
+            return np.zeros((n, 0), dtype=np.float32)
+        request = np.full((n, c), np.nan)
+        for name, value in (conditions or {}).items():
+            j = self.condition_index(name)
+            if isinstance(value, (tuple, list)):
+                lo, hi = sorted(float(v) for v in value)
+                bounds = self.standardise(np.array([[lo if k == j else np.nan for k in range(c)],
+                                                    [hi if k == j else np.nan for k in range(c)]]))
+                request[:, j] = rng.uniform(bounds[0, j], bounds[1, j], n)
+            else:
+                request[:, j] = self.standardise(
+                    np.array([[float(value) if k == j else np.nan for k in range(c)]]))[0, j]
+        bank = self.model.condition_bank.numpy()
+        if len(bank) == 0:
+            return np.nan_to_num(request).astype(np.float32)
+        given = ~np.isnan(request[0])
+        if not given.any():
+            return bank[rng.integers(len(bank), size=n)].astype(np.float32)
+        out = request.copy()
+        # for each sample, copy the unrequested properties from one of the 32 nearest rows
+        dist = np.abs(bank[None, :, given] - request[:, None, given]).sum(-1)
+        k = min(32, len(bank))
+        near = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        rows = near[np.arange(n), rng.integers(k, size=n)]
+        out[:, ~given] = bank[rows][:, ~given]
+        return out.astype(np.float32)
+
+    # ----- encode / decode --------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, structures: Sequence[Structure], *,
+               batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and log-variance of z for each structure, (n, latent) each."""
+        graphs = featurize_structures(structures, self.graph_config)
+        mus, logvars = [], []
+        for start in range(0, len(graphs), batch_size):
+            mu, logvar = self.model.encode(collate(graphs[start:start + batch_size]))
+            mus.append(mu.numpy())
+            logvars.append(logvar.numpy())
+        latent = self.config.latent
+        if not mus:
+            return np.zeros((0, latent), np.float32), np.zeros((0, latent), np.float32)
+        return np.concatenate(mus), np.concatenate(logvars)
+
+    @torch.no_grad()
+    def predict_conditions(self, z: np.ndarray) -> np.ndarray:
+        """Physical property predictions of the property head, (n, C)."""
+        y = self.model.predict_conditions(torch.as_tensor(z, dtype=torch.float32)).numpy()
+        return self.to_physical(y)
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray, y_std: np.ndarray | None = None, *,
+               elements: Iterable[str | int] | None = None,
+               max_atoms: int | None = None) -> list[Structure | None]:
+        """Decode latent vectors (and standardised conditions) into structures.
+
+        Args:
+            z: (n, latent).
+            y_std: (n, C) standardised conditions; default: the property head's prediction.
+            elements: only these elements may be placed (symbols or atomic numbers).
+            max_atoms: at most this many atoms per cell.
+
+        Returns:
+            One Structure per row, or None where the decoded lattice is degenerate.
+        """
+        zt = torch.as_tensor(np.asarray(z, dtype=np.float32))
+        yt = (self.model.predict_conditions(zt) if y_std is None
+              else torch.as_tensor(np.asarray(y_std, dtype=np.float32)))
+        out = self.model.decode(zt, yt)
+        return self._to_structures(out, elements, max_atoms)
+
+    def allowed_columns(self, elements: Iterable[str | int]) -> np.ndarray:
+        """Vocabulary mask for the allowed elements; raises when none of them can be decoded."""
+        wanted = {Element(e).Z if isinstance(e, str) else int(e) for e in elements}
+        vocab = self.model.vocab.numpy()
+        mask = np.isin(vocab, list(wanted))
+        if not mask.any():
+            raise ValueError(
+                f"none of the elements {sorted(Element.from_Z(z).symbol for z in wanted)} is in "
+                f"this generator's vocabulary "
+                f"({' '.join(Element.from_Z(int(z)).symbol for z in vocab)})")
+        return mask
+
+    def _to_structures(self, out: DecoderOutput, elements: Iterable[str | int] | None,
+                       max_atoms: int | None) -> list[Structure | None]:
+        """Most probable composition, then its slots' coordinates and the lattice.
+
+        A row decodes to None when its composition is empty or larger than `max_atoms`, or its
+        lattice is degenerate.
+        """
+        if max_atoms is not None and max_atoms < 1:
+            raise ValueError(f"max_atoms must be >= 1, got {max_atoms}")
+        logits = out.count_logits.numpy().copy()
+        if elements is not None:
+            logits[:, ~self.allowed_columns(elements), 1:] = -np.inf
+        counts = logits.argmax(-1)  # (B, V)
+        vocab = self.model.vocab.numpy()
+        coords = out.coords.numpy()
+        lattice = self.model.lattice_parameters(out.lattice).numpy()
+        limit = min(max_atoms or self.config.max_atoms, self.config.max_atoms)
+        structures: list[Structure | None] = []
+        for i, row in enumerate(counts):
+            present = np.flatnonzero(row)
+            n = int(row.sum())
+            if n == 0 or n > limit:
+                structures.append(None)
+                continue
+            z = slot_species(dict(zip(vocab[present].tolist(), row[present].tolist(),
+                                      strict=True)))
+            try:
+                structures.append(frame_to_structure(lattice[i], z, coords[i, :n]))
+            except ValueError:
+                structures.append(None)
+        return structures
+
+    def reconstruct(self, structures: Sequence[Structure]) -> list[Structure | None]:
+        """Decode each structure's posterior mean, with the property head's conditions."""
+        mu, _ = self.encode(structures)
+        return self.decode(mu)
+
+    def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
+               seed: int = 0, temperature: float = 1.0,
+               elements: Iterable[str | int] | None = None,
+               max_atoms: int | None = None) -> tuple[list[Structure | None], np.ndarray,
+                                                       np.ndarray]:
+        """Sample n crystals from p(x | y): y from `draw_conditions`, z ~ N(prior(y), T^2 I).
+
+        Returns:
+            (structures, z (n, latent), standardised conditions (n, C)).
+        """
+        rng = np.random.default_rng(seed)
+        y = self.draw_conditions(n, conditions, rng)
+        with torch.no_grad():
+            mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
+        z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
+        return self.decode(z, y, elements=elements, max_atoms=max_atoms), z, y

@@ -1,0 +1,242 @@
+"""Training loop for the crystal VAE.
+
+Atom order and origin do not matter: the composition is learned as a count per element, and
+before each coordinate loss every crystal's atoms are assigned to decoder slots (species block by
+species block) by a Hungarian assignment on periodic distance, with slot 0 on each candidate
+origin atom in turn and the cheapest assignment kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch.nn import functional
+
+from invdesign.featurize.batch import GraphBatch, collate
+from invdesign.featurize.frames import CrystalFrame
+from invdesign.featurize.graph import CrystalGraph
+from invdesign.models.vae import CrystalVAE, DecoderOutput, lattice_features
+
+logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True, kw_only=True)
+class VAETrainConfig:
+    """Optimisation settings of a VAE run."""
+
+    epochs: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta: float = 0.01  # weight of the KL term after warm-up
+    kl_warmup: int = 50  # epochs of linear KL annealing from 0 to beta
+    coord_weight: float = 10.0
+    count_weight: float = 1.0
+    lattice_weight: float = 1.0
+    property_weight: float = 1.0
+    patience: int = 60
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VAEHistory:
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_composition_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+
+
+@dataclass
+class Example:
+    """One training crystal: graph for the encoder, frame for the decoder, standardised y."""
+
+    graph: CrystalGraph
+    frame: CrystalFrame
+    y: np.ndarray
+
+
+def periodic_cost(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Sum over x, y, z of 1 - cos(2 pi d) for pred (..., P, 3), target (..., T, 3): (..., P, T)."""
+    d = pred[..., :, None, :] - target[..., None, :, :]
+    return (1.0 - np.cos(2.0 * np.pi * d)).sum(-1)
+
+
+def species_blocks(z: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal atomic numbers in slot-ordered `z`."""
+    edges = np.flatnonzero(np.diff(z)) + 1
+    bounds = np.concatenate([[0], edges, [len(z)]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def align(frame: CrystalFrame, coords: np.ndarray) -> np.ndarray:
+    """Target coordinates in slot order for the best origin atom and atom-to-slot assignment.
+
+    Slots hold the frame's species blocks in order; within each block atoms are assigned to
+    slots by a Hungarian assignment on periodic distance, slot 0 holds the origin atom, and
+    the origin atom (any anchor) giving the lowest total cost is kept.
+
+    Args:
+        frame: the target crystal (n atoms, slot order).
+        coords: (M >= n, 3) decoded fractional coordinates (slot 0 at the origin).
+
+    Returns:
+        (n, 3) target fractional coordinates, row i for slot i.
+    """
+    blocks = species_blocks(frame.atomic_numbers)
+    best_cost, best = np.inf, frame.frac_coords
+    for k in frame.anchors:
+        shifted = frame.frac_coords - frame.frac_coords[k]
+        aligned = np.empty_like(shifted)
+        aligned[0] = shifted[k]
+        total = 0.0
+        for a, b in blocks:
+            atoms = np.arange(a, b)
+            slots = np.arange(a, b)
+            if a == 0:
+                atoms, slots = atoms[atoms != k], slots[1:]
+            if len(atoms) == 0:
+                continue
+            cost = periodic_cost(coords[slots], shifted[atoms])
+            rows, cols = linear_sum_assignment(cost)
+            total += cost[rows, cols].sum()
+            aligned[slots[rows]] = shifted[atoms[cols]]
+        if total < best_cost:
+            best_cost, best = total, aligned
+    return best
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(prior_mu, I)) summed over latent dims, mean over the batch."""
+    return 0.5 * (logvar.exp() + (mu - prior_mu) ** 2 - 1.0 - logvar).sum(1).mean()
+
+
+def reconstruction_targets(model: CrystalVAE, frames: Sequence[CrystalFrame],
+                           out: DecoderOutput) -> dict[str, torch.Tensor]:
+    """Per-crystal element counts, slot-aligned coordinates with their mask, lattice."""
+    m, b = model.config.max_atoms, len(frames)
+    counts = torch.zeros(b, model.n_vocab, dtype=torch.long)
+    coords = torch.zeros(b, m, 3)
+    mask = torch.zeros(b, m, dtype=torch.bool)
+    vocab_index = model.vocab_index.cpu().numpy()
+    pred = out.coords.detach().cpu().numpy()
+    for i, frame in enumerate(frames):
+        columns, n = np.unique(vocab_index[frame.atomic_numbers], return_counts=True)
+        counts[i, columns] = torch.from_numpy(n)
+        coords[i, :frame.n_atoms] = torch.from_numpy(align(frame, pred[i]))
+        mask[i, 1:frame.n_atoms] = True
+    lattice = lattice_features(torch.from_numpy(np.stack([f.lattice for f in frames])))
+    lattice = (lattice - model.lattice_mean) / model.lattice_std
+    return {"counts": counts, "coords": coords, "mask": mask, "lattice": lattice}
+
+
+def losses(model: CrystalVAE, batch: GraphBatch, frames: Sequence[CrystalFrame], y: torch.Tensor,
+           config: VAETrainConfig, beta: float, *, sample: bool = True) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch (y standardised, NaN where a label is missing)."""
+    mu, logvar = model.encode(batch)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+    y_hat = model.predict_conditions(z)
+    labelled = ~torch.isnan(y)
+    y_in = torch.where(labelled, y, y_hat.detach())
+    out = model.decode(z, y_in)
+    t = reconstruction_targets(model, frames, out)
+    n_classes = out.count_logits.shape[-1]
+    coord_err = (1.0 - torch.cos(2.0 * math.pi * (out.coords - t["coords"]))).sum(-1)
+    terms = {
+        "counts": functional.cross_entropy(out.count_logits.reshape(-1, n_classes),
+                                  t["counts"].reshape(-1), reduction="sum") / len(frames),
+        "lattice": functional.mse_loss(out.lattice, t["lattice"]),
+        "coords": coord_err[t["mask"]].mean() if t["mask"].any() else coord_err.sum() * 0.0,
+        "kl": kl_divergence(mu, logvar, model.prior_mean(y_in)),
+        "property": (functional.mse_loss(y_hat[labelled], y[labelled]) if labelled.any()
+                     else y_hat.sum() * 0.0),
+    }
+    terms["total"] = (config.count_weight * terms["counts"]
+                      + config.lattice_weight * terms["lattice"]
+                      + config.coord_weight * terms["coords"]
+                      + beta * terms["kl"] + config.property_weight * terms["property"])
+    with torch.no_grad():
+        same = (out.count_logits.argmax(-1) == t["counts"]).all(1).float().mean()
+        terms["composition_accuracy"] = same
+    return terms
+
+
+def _batches(items: Sequence[Example], size: int, rng: np.random.Generator | None):
+    order = rng.permutation(len(items)) if rng is not None else np.arange(len(items))
+    for start in range(0, len(items), size):
+        chunk = [items[i] for i in order[start:start + size]]
+        yield (collate([e.graph for e in chunk]), [e.frame for e in chunk],
+               torch.from_numpy(np.stack([e.y for e in chunk]).astype(np.float32)))
+
+
+EpochCallback = Callable[[int, "VAEHistory"], None]
+
+
+def train_vae(model: CrystalVAE, train: Sequence[Example], val: Sequence[Example],
+              config: VAETrainConfig, *, on_epoch: EpochCallback | None = None
+              ) -> VAEHistory:
+    """Train in place with KL annealing; keeps the weights of the best validation epoch."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=20,
+                                                           min_lr=1e-5)
+    history = VAEHistory()
+    best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        beta = config.beta * min(1.0, (epoch + 1) / max(1, config.kl_warmup))
+        model.train()
+        total, count = 0.0, 0
+        for batch, frames, y in _batches(train, config.batch_size, rng):
+            if batch.n_graphs < 2:
+                continue  # batch norm needs two crystals
+            loss = losses(model, batch, frames, y, config, beta)["total"]
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            total += loss.item() * batch.n_graphs
+            count += batch.n_graphs
+        val_loss, val_acc = evaluate_loss(model, val, config)
+        scheduler.step(val_loss)
+        history.train_loss.append(total / max(count, 1))
+        history.val_loss.append(val_loss)
+        history.val_composition_accuracy.append(val_acc)
+        # Select on the reconstruction loss once the KL weight is final, so annealing does not
+        # pick an early epoch that was never regularised.
+        if epoch + 1 >= config.kl_warmup and val_loss < best_loss:
+            best_loss, history.best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+        if history.best_epoch >= 0 and epoch - history.best_epoch > config.patience:
+            break
+    model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def evaluate_loss(model: CrystalVAE, items: Sequence[Example],
+                  config: VAETrainConfig) -> tuple[float, float]:
+    """Validation loss at the final KL weight (z = mean) and composition accuracy."""
+    model.eval()
+    total, acc, count = 0.0, 0.0, 0
+    for batch, frames, y in _batches(items, 512, None):
+        terms = losses(model, batch, frames, y, config, config.beta, sample=False)
+        total += terms["total"].item() * batch.n_graphs
+        acc += terms["composition_accuracy"].item() * batch.n_graphs
+        count += batch.n_graphs
+    return total / max(count, 1), acc / max(count, 1)

@@ -1,0 +1,199 @@
+"""End-to-end VAE training: load, split, featurise, train, measure reconstruction, save."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from invdesign.data import CrystalDataset, Split, composition_split, load_dataset, random_split
+from invdesign.data.archive import write_structures
+from invdesign.evaluate.reconstruction import match_rate_and_rmse
+from invdesign.featurize.elements import element_feature_table
+from invdesign.featurize.frames import crystal_frames
+from invdesign.featurize.graph import GraphConfig, featurize_structures, n_global_features
+from invdesign.generator import Generator
+from invdesign.models.vae import CrystalVAE, VAEConfig, lattice_features
+from invdesign.plots import learning_curves
+from invdesign.properties import derive_all
+from invdesign.surrogate import G_NAME, K_NAME, to_model_space
+from invdesign.train.pipeline import file_sha256
+from invdesign.train.vae import EpochCallback, Example, VAEHistory, VAETrainConfig, train_vae
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAEArchitecture:
+    latent: int = 64
+    hidden: int = 128
+    n_conv: int = 3
+    decoder_hidden: int = 512
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAERunConfig:
+    """Everything that defines a VAE training run (saved in the checkpoint card)."""
+
+    conditions: tuple[str, ...] = ()
+    split: Literal["random", "composition"] = "random"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    max_atoms: int | None = None
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    architecture: VAEArchitecture = field(default_factory=VAEArchitecture)
+    train: VAETrainConfig = field(default_factory=VAETrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class VAERun:
+    generator: Generator
+    split: Split
+    history: VAEHistory
+    dataset: CrystalDataset
+
+    def test_structures(self) -> list:
+        return [self.dataset[int(i)].structure for i in self.split.test]
+
+
+def make_split(dataset: CrystalDataset, config: VAERunConfig) -> Split:
+    if config.split == "composition":
+        return composition_split(dataset, config.fractions, seed=config.seed)
+    return random_split(len(dataset), config.fractions, seed=config.seed)
+
+
+def build_model(graphs_train: Sequence, frames_train: Sequence, y_train: np.ndarray,
+                config: VAERunConfig) -> CrystalVAE:
+    """A fresh VAE whose vocabulary, size limit and scalers come from the training part only."""
+    elements = sorted({int(z) for f in frames_train for z in f.atomic_numbers})
+    max_atoms = config.max_atoms or max(f.n_atoms for f in frames_train)
+    arch = config.architecture
+    model_config = VAEConfig(
+        elements=tuple(elements), max_atoms=max_atoms,
+        n_element_features=element_feature_table().shape[1],
+        n_global_features=n_global_features(config.graph),
+        n_conditions=len(config.conditions), latent=arch.latent, hidden=arch.hidden,
+        n_conv=arch.n_conv, cutoff=config.graph.cutoff, decoder_hidden=arch.decoder_hidden)
+    model = CrystalVAE(model_config, torch.from_numpy(element_feature_table()))
+    glob = np.stack([g.global_features for g in graphs_train])
+    lattice = lattice_features(torch.from_numpy(np.stack([f.lattice for f in frames_train])))
+    has_y = y_train.shape[1] > 0
+    y_mean = np.nanmean(y_train, 0) if has_y else np.zeros(0)
+    y_std = np.nanstd(y_train, 0) + 1e-6 if has_y else np.ones(0)
+    labelled = y_train[np.isfinite(y_train).all(1)] if has_y else y_train
+    model.set_scalers(global_mean=glob.mean(0), global_std=glob.std(0) + 1e-6,
+                      lattice_mean=lattice.mean(0), lattice_std=lattice.std(0) + 1e-3,
+                      condition_mean=y_mean, condition_std=y_std,
+                      condition_bank=(labelled - y_mean) / y_std)
+    return model
+
+
+def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
+                    cache_dir: str | Path | None = None,
+                    on_epoch: EpochCallback | None = None) -> VAERun:
+    """Train a VAE on a dataset file; its test part is left for `evaluate_reconstruction`."""
+    dataset = load_dataset(data, properties=list(config.conditions) or None,
+                           max_atoms=config.max_atoms)
+    logger.info("%s", dataset.summary)
+    split = make_split(dataset, config)
+    if min(split.sizes[:2]) < 2:
+        raise ValueError(f"{data}: split {config.fractions} leaves {split.sizes} structures in "
+                         "train/val/test; use more data")
+    graphs = featurize_structures(dataset.structures, config.graph, cache_dir=cache_dir)
+    frames = crystal_frames(dataset.structures)
+    y = (to_model_space(config.conditions, dataset.targets(config.conditions))
+         if config.conditions else np.zeros((len(dataset), 0), np.float32))
+    tr, va = split.train, split.val
+    model = build_model([graphs[i] for i in tr], [frames[i] for i in tr], y[tr], config)
+    y_std = (y - model.condition_mean.numpy()) / model.condition_std.numpy()
+
+    def examples(idx: np.ndarray) -> list[Example]:
+        keep = [i for i in idx if frames[i].n_atoms <= model.config.max_atoms
+                and np.isin(frames[i].atomic_numbers, model.config.elements).all()]
+        return [Example(graphs[i], frames[i], y_std[i]) for i in keep]
+
+    history = train_vae(model, examples(tr), examples(va), config.train, on_epoch=on_epoch)
+    generator = Generator(model=model, graph_config=config.graph, conditions=config.conditions)
+    best = history.best_epoch
+    generator.meta = {
+        "data": {"path": str(data), "sha256": file_sha256(data), "n_records": len(dataset),
+                 "skipped": len(dataset.summary.skipped)},
+        "split": split.to_dict(),
+        "run_config": config.to_dict(),
+        "train_seconds": history.seconds,
+        "best_epoch": best,
+        "val_composition_accuracy": history.val_composition_accuracy[best] if best >= 0 else None,
+    }
+    return VAERun(generator, split, history, dataset)
+
+
+REFERENCE_FILE = "reference.npz"
+REFERENCE_PROPERTIES_FILE = "reference_properties.csv"
+
+
+def reference_properties(dataset: CrystalDataset, conditions: Sequence[str]) -> pd.DataFrame:
+    """Labels of the training file (id, conditions, density, volume per atom and, with K and
+    G, every derived property): the background of design plots and success rates."""
+    structures = dataset.structures
+    density = np.array([s.density for s in structures], dtype=float)
+    vpa = np.array([s.volume / len(s) for s in structures], dtype=float)
+    table = pd.DataFrame({"id": dataset.ids, "formula": [s.composition.reduced_formula
+                                                         for s in structures]})
+    y = dataset.targets(list(conditions)) if conditions else np.zeros((len(dataset), 0))
+    for j, name in enumerate(conditions):
+        table[name] = y[:, j]
+    table["density"], table["volume_per_atom"] = density, vpa
+    if K_NAME in conditions and G_NAME in conditions:
+        derived = derive_all(table[K_NAME].to_numpy(), table[G_NAME].to_numpy(),
+                             density=density, volume_per_atom=vpa)
+        for name, value in derived.items():
+            table[name] = value
+    return table
+
+
+def save_vae_run(run: VAERun, out: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint, its dataset's structures (the novelty reference) and the curve."""
+    out = Path(out)
+    run.generator.meta.update(extra_meta or {})
+    run.generator.meta["reference"] = {
+        "file": REFERENCE_FILE, "n": len(run.dataset),
+        "what": "every structure of the training file (train, val and test parts)"}
+    run.generator.save(out)
+    write_structures(out / REFERENCE_FILE, run.dataset.structures, run.dataset.ids)
+    reference_properties(run.dataset, run.generator.conditions).to_csv(
+        out / REFERENCE_PROPERTIES_FILE, index=False)
+    learning_curves([run.history.train_loss], [run.history.val_loss], out / "learning_curve.png",
+                    val_label="validation loss")
+    return out
+
+
+def held_out_structures(generator: Generator, data: str | Path | None = None) -> list:
+    """The test part of the split stored in a checkpoint, read from its training file."""
+    meta = generator.meta
+    path = data or meta["data"]["path"]
+    dataset = load_dataset(path, properties=generator.conditions or None,
+                           max_atoms=meta["run_config"]["max_atoms"])
+    split = Split.from_dict(meta["split"])
+    if sum(split.sizes) != len(dataset):
+        raise ValueError(f"{path} now has {len(dataset)} usable records; the checkpoint's split "
+                         f"was made on {sum(split.sizes)}")
+    return [dataset[int(i)].structure for i in split.test]
+
+
+def evaluate_reconstruction(generator: Generator, structures: Sequence) -> dict[str, Any]:
+    """CDVAE reconstruction metrics: encode each structure, decode its mean, match."""
+    start = time.perf_counter()
+    decoded = generator.reconstruct(structures)
+    seconds = time.perf_counter() - start
+    result = match_rate_and_rmse(decoded, structures)
+    return {**result, "decode_seconds": seconds}

@@ -1,0 +1,179 @@
+"""Inverse design: scoring, latent search, the Designer API, candidates on disk, bad requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from invdesign.api import Designer
+from invdesign.design.candidates import Candidates
+from invdesign.design.latent import (
+    cma_es,
+    gradient_ascent,
+    project,
+    soft_geometry,
+    trust_radius,
+)
+from invdesign.design.scoring import Scorer, pareto_rank
+from invdesign.featurize.graph import featurize_structures
+from invdesign.properties import derive_all
+from invdesign.train.ensemble import ArchitectureConfig
+from invdesign.train.pipeline import SurrogateRunConfig, train_surrogate
+from invdesign.train.surrogate import TrainConfig
+from invdesign.train.vae_pipeline import train_generator
+from tests.test_vae import TINY as TINY_VAE
+from tests.toy_data import write_toy_dataset
+
+TINY_SURROGATE = SurrogateRunConfig(
+    n_members=2, workers=1, split="random", fractions=(0.6, 0.2, 0.2),
+    train=TrainConfig(epochs=3, batch_size=4),
+    architecture=ArchitectureConfig(hidden=8, n_conv=1, n_gaussians=8, head_hidden=8))
+
+
+@pytest.fixture(scope="module")
+def _cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def designer(_cache, nacl, cu, si, tmp_path_factory) -> Designer:
+    if not _cache:
+        folder = tmp_path_factory.mktemp("design")
+        data = write_toy_dataset(folder / "toy.json", [nacl, cu, si])
+        surrogate = train_surrogate(data, TINY_SURROGATE).surrogate
+        run = train_generator(data, TINY_VAE)
+        _cache["d"] = (run.generator, surrogate, run.dataset.structures)
+    generator, surrogate, reference = _cache["d"]
+    return Designer(generator, surrogate, reference)
+
+
+def test_trust_radius_and_projection():
+    assert trust_radius(64) == pytest.approx(10.0, abs=0.6)  # chi quantile ~ sqrt(d) + 2
+    z = np.array([[30.0, 40.0], [0.3, 0.4]])
+    out = project(z, 5.0)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), [5.0, 0.5])
+
+
+def test_cma_es_finds_the_peak_of_a_quadratic():
+    seen, scores = [], []
+
+    def evaluate(z: np.ndarray) -> np.ndarray:
+        value = -((z - 1.5) ** 2).sum(1)
+        seen.append(z)
+        scores.append(value)
+        return value
+
+    cma_es(evaluate, np.zeros(4), radius=10.0, budget=800, popsize=16, seed=0)
+    assert sum(len(z) for z in seen) <= 800
+    best = np.concatenate(seen)[np.argmax(np.concatenate(scores))]
+    np.testing.assert_allclose(best, 1.5, atol=0.1)
+
+
+def test_pareto_rank_of_a_small_set():
+    values = np.array([[1, 5], [2, 4], [1, 4], [0, 0], [np.nan, 9]])
+    assert pareto_rank(values).tolist() == [0, 0, 1, 2, 0]
+
+
+def test_scorer_matches_derived_properties_and_modes(designer, nacl, si):
+    scorer = Scorer.parse("E * alpha", ["K > 1e6"])
+    table = scorer.evaluate(designer.surrogate, [nacl, si])
+    graphs = featurize_structures([nacl, si], designer.surrogate.graph_config)
+    expected = derive_all(table["bulk_modulus_vrh"], table["shear_modulus_vrh"],
+                          density=[g.density for g in graphs],
+                          volume_per_atom=[g.volume_per_atom for g in graphs])
+    np.testing.assert_allclose(table["objective"],
+                               expected["youngs_modulus"] * expected["thermal_expansion"])
+    assert (table["violation"] > 0).all()  # nothing is that stiff
+    lcb = Scorer.parse("E * alpha", mode="lcb", kappa=2.0).score(np.array([1.0]),
+                                                                 np.array([0.25]))
+    assert lcb[0] == pytest.approx(0.5)
+    ei = Scorer.parse("K", mode="ei", best=1.0).score(np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+    assert 0 < ei[0] < ei[1]
+
+
+def test_gradient_ascent_climbs_the_head_objective(designer):
+    model = designer.generator.model
+
+    def inputs(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        density, vpa = soft_geometry(model, model.decode(z, model.predict_conditions(z)))
+        return {"density": density, "volume_per_atom": vpa}
+
+    def value(v):
+        return v["density"]
+
+    z0 = np.zeros((3, model.config.latent), np.float32)
+    snaps = gradient_ascent(model, value, inputs, z0, radius=3.0, steps=30, lr=0.1)
+    with torch.no_grad():
+        before = inputs(torch.from_numpy(z0))["density"]
+        after = inputs(torch.from_numpy(snaps[-1]))["density"]
+    assert (after > before).all()
+    assert np.linalg.norm(snaps[-1], axis=1).max() <= 3.0 + 1e-5
+
+
+@pytest.mark.parametrize("method", ["cmaes", "gradient", "both"])
+def test_optimize_returns_ranked_valid_unique_novel_candidates(designer, method):
+    best = designer.optimize("E * alpha", n=5, method=method, budget=200, seed=0)
+    table = best.to_dataframe()
+    assert len(best) <= 5
+    if len(best):
+        assert table["valid"].all() and table["unique"].all() and table["novel"].all()
+        assert table["rank"].tolist() == list(range(1, len(best) + 1))
+        assert np.all(np.diff(table["score"].to_numpy()) <= 1e-12)
+
+
+def test_pareto_optimisation_adds_a_rank_column(designer):
+    best = designer.optimize(["E * alpha", "hardness"], n=5, method="cmaes", budget=150)
+    if len(best):
+        assert "pareto_rank" in best.table and "objective_1" in best.table
+
+
+def test_sample_reports_flags_and_requested_conditions(designer):
+    cands = designer.sample(12, conditions={"K": 80.0}, seed=1)
+    table = cands.to_dataframe()
+    assert len(table) == 12
+    for col in ("id", "formula", "n_atoms", "decoded", "valid", "unique", "novel",
+                "requested_bulk_modulus_vrh"):
+        assert col in table
+    np.testing.assert_allclose(table["requested_bulk_modulus_vrh"], 80.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["cif", "extxyz", "json"])
+def test_candidates_write_every_format(designer, tmp_path, fmt, nacl, si):
+    cands = designer.assess([nacl, None, si])
+    assert cands.table["decoded"].tolist() == [True, False, True]
+    assert not cands.table.loc[1, "valid"] and "decoding failed" in cands.table.loc[1, "reason"]
+    cands.write(tmp_path, format=fmt)
+    assert len(pd.read_csv(tmp_path / "candidates.csv")) == 3
+    if fmt == "cif":
+        assert len(list((tmp_path / "cifs").glob("*.cif"))) == 2
+    else:
+        assert (tmp_path / f"candidates.{fmt}").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(objective="E * flux_capacitance"), "flux_capacitance"),
+    (dict(objective="E * (alpha"), "objective"),
+    (dict(objective="E", elements=["Au", "Pt"]), "vocabulary"),
+    (dict(objective="E", method="annealing"), "method"),
+    (dict(objective="E", constraints=["K == 3"]), "comparison"),
+    (dict(objective="E", n=0), "n must be"),
+])
+def test_bad_requests_fail_before_any_work(designer, kwargs, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        designer.optimize(**kwargs)
+
+
+def test_missing_checkpoint_names_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVDESIGN_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
+        Designer.load("no-such-model")
+
+
+def test_candidates_slicing_keeps_rows_and_structures_together(nacl, si):
+    cands = Candidates([nacl, si], pd.DataFrame({"id": ["a", "b"]}))
+    assert cands[1].row["id"] == "b" and cands[1].structure is si
+    assert [c["id"] for c in cands[::-1]] == ["b", "a"]
+    with pytest.raises(ValueError, match="2 structures but 1"):
+        Candidates([nacl, si], pd.DataFrame({"id": ["a"]}))

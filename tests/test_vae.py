@@ -1,0 +1,181 @@
+"""Crystal VAE: decoder frames, permutation/origin-free alignment, model, training, generator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from invdesign.data.archive import read_structures, write_structures
+from invdesign.featurize.batch import collate
+from invdesign.featurize.frames import (
+    crystal_frame,
+    frame_to_structure,
+    lattice_from_parameters,
+    slot_order,
+    slot_species,
+)
+from invdesign.featurize.graph import GraphConfig, featurize_structures
+from invdesign.generator import Generator
+from invdesign.train.vae import VAETrainConfig, align, periodic_cost, species_blocks
+from invdesign.train.vae_pipeline import (
+    VAEArchitecture,
+    VAERunConfig,
+    evaluate_reconstruction,
+    held_out_structures,
+    save_vae_run,
+    train_generator,
+)
+from tests.toy_data import write_toy_dataset
+
+TINY = VAERunConfig(
+    conditions=("bulk_modulus_vrh", "shear_modulus_vrh"), split="random",
+    fractions=(0.6, 0.2, 0.2), seed=0,
+    architecture=VAEArchitecture(latent=8, hidden=16, n_conv=1, decoder_hidden=32),
+    train=VAETrainConfig(epochs=4, batch_size=4, kl_warmup=2, patience=5))
+
+
+def perovskite() -> Structure:
+    return Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def test_slot_order_puts_rarest_then_heaviest_species_first():
+    z = np.array([8, 22, 8, 38, 8])
+    assert z[slot_order(z)].tolist() == [38, 22, 8, 8, 8]
+    assert slot_species({8: 3, 22: 1, 38: 1}).tolist() == [38, 22, 8, 8, 8]
+    assert slot_species({6: 4}).tolist() == [6, 6, 6, 6]
+
+
+def test_frame_is_independent_of_atom_order_and_cell_choice():
+    s = perovskite()
+    shuffled = Structure(s.lattice, [s[i].specie for i in (3, 1, 4, 0, 2)],
+                         [s[i].frac_coords for i in (3, 1, 4, 0, 2)])
+    sheared = s.copy()
+    sheared.make_supercell([[1, 1, 0], [0, 1, 0], [0, 0, 1]])  # same lattice, other basis
+    frames = [crystal_frame(x) for x in (s, shuffled, sheared)]
+    for f in frames[1:]:
+        np.testing.assert_allclose(f.lattice, frames[0].lattice, atol=1e-4)
+        assert f.atomic_numbers.tolist() == frames[0].atomic_numbers.tolist() == [38, 22, 8, 8, 8]
+    assert frames[0].anchors.tolist() == [0]
+
+
+def test_frame_round_trips_to_an_equivalent_structure(nacl):
+    frame = crystal_frame(nacl)
+    back = frame_to_structure(frame.lattice, frame.atomic_numbers, frame.frac_coords)
+    assert back.composition.reduced_formula == "NaCl"
+    assert back.volume == pytest.approx(nacl.volume / (len(nacl) / len(back)), rel=1e-3)
+    assert back.matches(nacl)
+
+
+def test_degenerate_lattice_is_rejected():
+    with pytest.raises(ValueError, match="out of range"):
+        lattice_from_parameters([3, 3, -1, 90, 90, 90])
+    with pytest.raises(ValueError, match=r"volume|range"):
+        lattice_from_parameters([3, 3, 3, 120, 120, 120])
+
+
+def test_alignment_recovers_any_origin_and_permutation(cu):
+    frame = crystal_frame(cu.copy().make_supercell([2, 1, 1]))  # 8 atoms of one species
+    rng = np.random.default_rng(0)
+    origin = int(rng.integers(frame.n_atoms))
+    perm = rng.permutation(frame.n_atoms - 1) + 1
+    shifted = np.mod(frame.frac_coords - frame.frac_coords[origin], 1.0)
+    others = np.delete(np.arange(frame.n_atoms), origin)
+    pred = np.zeros((10, 3))
+    pred[1:frame.n_atoms] = shifted[others][perm - 1] + 1e-3  # the decoder's slot order
+    target = align(frame, pred)
+    assert periodic_cost(pred[:frame.n_atoms], target).diagonal().max() < 1e-3
+    assert species_blocks(np.array([38, 22, 8, 8, 8])) == [(0, 1), (1, 2), (2, 5)]
+
+
+def test_alignment_keeps_species_in_their_slots():
+    frame = crystal_frame(perovskite())
+    pred = np.zeros((5, 3))
+    target = align(frame, pred)
+    assert target.shape == (5, 3)
+    np.testing.assert_allclose(target[0], 0.0, atol=1e-6)  # Sr is the origin atom
+
+
+def test_structure_archive_round_trip(tmp_path, nacl, si):
+    path = write_structures(tmp_path / "ref.npz", [nacl, si], ["a", "b"])
+    structures, ids = read_structures(path)
+    assert ids == ["a", "b"]
+    assert [len(s) for s in structures] == [8, 8]
+    assert structures[0].matches(nacl) and structures[1].matches(si)
+
+
+@pytest.fixture(scope="module")
+def _cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def trained(_cache, nacl, cu, si, tmp_path_factory):
+    """(run, checkpoint folder, data file) of a tiny VAE trained once per module."""
+    if not _cache:
+        folder = tmp_path_factory.mktemp("vae")
+        data = write_toy_dataset(folder / "toy.json", [nacl, cu, si])
+        run = train_generator(data, TINY)
+        _cache["run"] = (run, save_vae_run(run, folder / "model"), data)
+    return _cache["run"]
+
+
+def test_encoder_is_invariant_to_atom_order(trained, nacl):
+    run, _, _ = trained
+    model = run.generator.model.eval()
+    order = np.random.default_rng(1).permutation(len(nacl))
+    shuffled = Structure(nacl.lattice, [nacl[i].specie for i in order],
+                         [nacl[i].frac_coords for i in order])
+    graphs = featurize_structures([nacl, shuffled], GraphConfig())
+    with torch.no_grad():
+        mu, _ = model.encode(collate(graphs))
+    torch.testing.assert_close(mu[0], mu[1], atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_reloads_with_identical_decoding(trained):
+    run, folder, _ = trained
+    loaded = Generator.load(folder)
+    z = np.random.default_rng(0).standard_normal((6, loaded.config.latent)).astype(np.float32)
+    a, b = run.generator.decode(z), loaded.decode(z)
+    assert [x.formula if x else None for x in a] == [x.formula if x else None for x in b]
+    card = json.loads((folder / "card.json").read_text())
+    assert card["kind"] == "vae" and card["meta"]["split"]["method"] == "random"
+    assert (folder / "reference.npz").is_file() and (folder / "learning_curve.png").is_file()
+    assert (folder / "reference_properties.csv").is_file()
+
+
+def test_sampling_is_seeded_and_honours_element_and_size_limits(trained):
+    generator = trained[0].generator
+    first = generator.sample(20, seed=3)[0]
+    again = generator.sample(20, seed=3)[0]
+    assert [s.formula if s else None for s in first] == [s.formula if s else None for s in again]
+    limited = generator.sample(20, seed=3, elements=["Cu"], max_atoms=4)[0]
+    for s in limited:
+        if s is not None:
+            assert {e.symbol for e in s.composition} == {"Cu"} and len(s) <= 4
+    with pytest.raises(ValueError, match="vocabulary"):
+        generator.sample(2, elements=["Au"])
+
+
+def test_conditions_set_requested_values_and_ranges(trained):
+    generator = trained[0].generator
+    rng = np.random.default_rng(0)
+    y = generator.to_physical(generator.draw_conditions(50, {"K": 100.0}, rng))
+    np.testing.assert_allclose(y[:, 0], 100.0, rtol=1e-4)
+    y = generator.to_physical(generator.draw_conditions(50, {"K": (80.0, 120.0)}, rng))
+    assert (y[:, 0] >= 80 - 1e-3).all() and (y[:, 0] <= 120 + 1e-3).all()
+    with pytest.raises(KeyError, match="band_gap"):
+        generator.draw_conditions(2, {"band_gap": 1.0}, rng)
+
+
+def test_reconstruction_metrics_on_the_stored_test_split(trained):
+    run, folder, data = trained
+    loaded = Generator.load(folder)
+    structures = held_out_structures(loaded, data)
+    assert len(structures) == len(run.split.test)
+    metrics = evaluate_reconstruction(loaded, structures)
+    assert 0.0 <= metrics["match_rate"] <= 1.0 and metrics["n"] == len(structures)
