@@ -106,7 +106,7 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
                            max_atoms=config.max_atoms)
     logger.info("%s", dataset.summary)
     split = make_split(dataset, config)
-    if min(split.sizes[:2]) < 2:
+    if split.sizes[0] < 2 or split.sizes[1] < 1:
         raise ValueError(f"{data}: split {config.fractions} leaves {split.sizes} structures in "
                          "train/val/test; use more data")
     graphs = featurize_structures(dataset.structures, config.graph, cache_dir=cache_dir)

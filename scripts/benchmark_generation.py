@@ -1,0 +1,140 @@
+"""CDVAE-style table for the shipped crystal VAEs, on each checkpoint's held-out test split.
+
+For each model: reconstruction (match rate, RMSE), generation metrics of prior samples (validity,
+COV-R/P, EMDs, uniqueness, novelty), sampling throughput (n samples decoded, validity-checked
+and de-duplicated), median CHGNet relaxation RMSD of valid samples, and for K/G-conditioned
+models the conditional-sampling error measured with the surrogate ensemble.
+
+    python scripts/benchmark_generation.py --out runs/benchmark_generation.json
+    python scripts/benchmark_generation.py --models vae-mp-binary --n-samples 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from invdesign.api import Designer
+from invdesign.evaluate import generation_metrics
+from invdesign.train.vae_pipeline import evaluate_reconstruction, held_out_structures
+from invdesign.validity import check_structures, validity_rates
+
+DATASETS = {"vae-perov5": "perov_5", "vae-carbon24": "carbon_24", "vae-mp-binary": "mp_20"}
+
+
+def throughput(designer: Designer, n: int) -> dict[str, float]:
+    """Seconds to sample n crystals, check validity and de-duplicate them."""
+    start = time.perf_counter()
+    structures = designer.generator.sample(n, seed=123)[0]
+    decoded = time.perf_counter()
+    table = check_structures([s for s in structures if s is not None])
+    checked = time.perf_counter()
+    return {"n": n, "sample_s": decoded - start, "validity_and_unique_s": checked - decoded,
+            "total_s": checked - start, "unique": float(table["unique"].mean())}
+
+
+def relaxation_rmsd(structures, n: int) -> dict[str, float]:
+    """Median RMSD (A) between valid samples and their CHGNet-relaxed structures."""
+    from invdesign.oracle.calculators import get_calculator
+    from invdesign.oracle.relax import relax
+
+    calculator = get_calculator("chgnet")
+    rmsd, failed = [], 0
+    for s in structures[:n]:
+        try:
+            result = relax(s, calculator)
+        except Exception:
+            failed += 1
+            continue
+        if not np.isfinite(result.rmsd):
+            failed += 1
+        else:
+            rmsd.append(result.rmsd)
+    return {"n": len(rmsd), "failed": failed,
+            "median_rmsd_A": float(np.median(rmsd)) if rmsd else float("nan")}
+
+
+def conditional_error(designer: Designer, n: int) -> dict[str, object]:
+    """|surrogate K - requested K| of conditioned vs unconditional samples at 3 targets."""
+    surrogate = designer.surrogate
+    name = "bulk_modulus_vrh"
+    bank = designer.generator.to_physical(designer.generator.model.condition_bank.numpy())
+    col = designer.generator.condition_index(name)
+    targets = np.percentile(bank[:, col], [20, 50, 90])
+    free = [s for s in designer.generator.sample(n, seed=7)[0] if s is not None]
+    free_k = surrogate.predict(free, derived=False)[name].to_numpy()
+    rows = []
+    for target in targets:
+        cond = [s for s in designer.generator.sample(n, {name: float(target)}, seed=8)[0]
+                if s is not None]
+        k = surrogate.predict(cond, derived=False)[name].to_numpy()
+        rows.append({"target_GPa": float(target),
+                     "conditional_mae_log10": float(np.mean(np.abs(np.log10(k / target)))),
+                     "unconditional_mae_log10": float(np.mean(np.abs(np.log10(free_k
+                                                                                / target)))),
+                     "n": len(k)})
+    lo, hi = float(targets[0]), float(targets[1])
+    ranged = [s for s in designer.generator.sample(n, {name: (lo, hi)}, seed=9)[0]
+              if s is not None]
+    k = surrogate.predict(ranged, derived=False)[name].to_numpy()
+    return {"targets": rows, "range": {"lo": lo, "hi": hi, "n": len(k),
+                                       "share_inside": float(np.mean((k >= lo) & (k <= hi))),
+                                       "share_inside_unconditional": float(
+                                           np.mean((free_k >= lo) & (free_k <= hi)))}}
+
+
+def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
+    designer = Designer.load(name, surrogate="auto")
+    meta = designer.generator.meta
+    test = held_out_structures(designer.generator)
+    result: dict[str, object] = {"model": name, "split": meta["split"]["sizes"],
+                                 "train_seconds": meta.get("train_seconds")}
+    result["reconstruction"] = evaluate_reconstruction(designer.generator, test)
+    samples = designer.generator.sample(args.n_samples, seed=0)[0]
+    table = check_structures([s for s in samples if s is not None],
+                             reference=designer.reference)
+    result["validity"] = validity_rates(table) | {
+        "decoded": float(np.mean([s is not None for s in samples]))}
+    result["generation"] = generation_metrics(samples, test, DATASETS.get(name, "mp_20"),
+                                              n_jobs=args.jobs)
+    valid = [s for s in samples if s is not None]
+    ok = table["valid"].to_numpy(dtype=bool)
+    vun = ok & table["unique"].to_numpy(dtype=bool) & table["novel"].fillna(False).to_numpy(
+        dtype=bool)
+    result["valid_unique_novel"] = float(vun.sum() / len(samples))
+    result["throughput"] = throughput(designer, args.throughput_n)
+    if args.relax_n:
+        result["relaxation"] = relaxation_rmsd([s for s, good in zip(valid, ok, strict=True)
+                                                if good], args.relax_n)
+    if designer.surrogate is not None and "bulk_modulus_vrh" in designer.generator.conditions:
+        result["conditional"] = conditional_error(designer, args.n_conditional)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(DATASETS))
+    parser.add_argument("--n-samples", type=int, default=1000)
+    parser.add_argument("--throughput-n", type=int, default=10000)
+    parser.add_argument("--relax-n", type=int, default=20)
+    parser.add_argument("--n-conditional", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark_generation.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    results = {}
+    for name in args.models:
+        results[name] = benchmark(name, args)
+        print(json.dumps(results[name], indent=1, default=float), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

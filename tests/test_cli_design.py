@@ -1,0 +1,105 @@
+"""Command line for generation: train vae, sample, evaluate reconstruction, generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_cli import invoke, squeezed
+from toy_data import write_toy_dataset
+
+CONDITIONS = "bulk_modulus_vrh,shear_modulus_vrh"
+
+
+@pytest.fixture(scope="module")
+def _cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def models(_cache, nacl, cu, si, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(data, vae folder, surrogate folder), trained by the CLI once per module."""
+    if not _cache:
+        root = tmp_path_factory.mktemp("cli-design")
+        data = write_toy_dataset(root / "toy.json", [nacl, cu, si])
+        surrogate = root / "surrogate"
+        result = invoke("train", "surrogate", "--data", data, "--targets", CONDITIONS,
+                        "--out", surrogate, "--members", "2", "--epochs", "2", "--workers",
+                        "1", "--split", "random")
+        assert result.exit_code == 0, result.output
+        vae = root / "vae"
+        result = invoke("train", "vae", "--data", data, "--conditions", CONDITIONS,
+                        "--epochs", "3", "--latent", "8", "--surrogate", str(surrogate),
+                        "--out", vae)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["out"] == str(vae) and 0 <= summary["match_rate"] <= 1
+        _cache["m"] = (data, vae, surrogate)
+    return _cache["m"]
+
+
+def test_train_vae_writes_checkpoint_reference_and_curve(models):
+    _, vae, surrogate = models
+    for name in ("weights.pt", "card.json", "learning_curve.png", "reference.npz",
+                 "reference_properties.csv"):
+        assert (vae / name).is_file(), name
+    card = json.loads((vae / "card.json").read_text())
+    assert card["config"]["conditions"] == CONDITIONS.split(",")
+    assert card["meta"]["surrogate"] == str(surrogate)
+    assert "test_reconstruction" in card["meta"]["metrics"]
+
+
+def test_sample_writes_table_and_cifs(models, tmp_path):
+    _, vae, surrogate = models
+    out = tmp_path / "samples"
+    result = invoke("sample", "--model", vae, "-n", "10", "--condition", "K=60",
+                    "--surrogate", surrogate, "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) == 10
+    for col in ("id", "formula", "n_atoms", "valid", "unique", "novel",
+                "requested_bulk_modulus_vrh"):
+        assert col in table
+    assert len(list((out / "cifs").glob("*.cif"))) == int(table["decoded"].sum())
+
+
+def test_evaluate_reconstruction_prints_json_last(models):
+    data, vae, _ = models
+    result = invoke("evaluate", "reconstruction", "--model", vae, "--data", data)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"match_rate", "rmse", "n"} <= set(metrics) and metrics["n"] == 12
+
+
+def test_generate_ranks_candidates_and_draws_ashby(models, tmp_path):
+    _, vae, surrogate = models
+    out = tmp_path / "gen"
+    result = invoke("generate", "--model", vae, "--surrogate", surrogate, "--objective",
+                    "E * alpha", "-n", "5", "--budget", "120", "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) <= 5
+    if len(table):
+        assert table["valid"].all() and table["novel"].all()
+        assert (out / "ashby.png").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["generate", "--objective", "E * wobble"], "wobble"),
+    (["generate", "--objective", "E *"], "objective"),
+    (["generate", "--elements", "Au,Pt"], "vocabulary"),
+    (["sample", "--condition", "K"], "NAME=VALUE"),
+    (["sample", "--condition", "band_gap=2"], "band_gap"),
+])
+def test_bad_requests_exit_with_a_clear_message(models, tmp_path, args, message):
+    _, vae, surrogate = models
+    result = invoke(*args, "--model", vae, "--surrogate", surrogate, "--out", tmp_path / "x")
+    assert result.exit_code == 2, result.output
+    assert message in squeezed(result.output)
+
+
+def test_missing_checkpoint_is_reported(tmp_path):
+    result = invoke("generate", "--model", tmp_path / "nope", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "nocheckpointfolder" in squeezed(result.output)
