@@ -191,7 +191,7 @@ class Designer:
         return np.concatenate([best, prior])
 
     def _rank(self, search: _Search, scorers: list[Scorer], n: int) -> Candidates:
-        cands = self.assess(search.structures, prefix="opt", scorer=scorers[0])
+        cands = self.assess(search.shortlist(n), prefix="opt", scorer=scorers[0])
         table = cands.table
         keep = (table["valid"] & table["unique"]
                 & table["novel"].fillna(True).astype(bool)).to_numpy()
@@ -256,6 +256,7 @@ class _Search:
         self.elements = elements
         self.max_atoms = max_atoms
         self.structures: list[Structure] = []
+        self.scores: list[float] = []
         self.evaluated = 0
         self.radius = trust_radius(designer.generator.config.latent)
 
@@ -272,7 +273,23 @@ class _Search:
             raw = table["score"].to_numpy(dtype=float)
             scores[usable] = np.where(penalty > 0, raw - 1e3 * np.abs(raw).max() - penalty, raw)
             self.structures.extend(decoded[i] for i in usable)
+            self.scores.extend(scores[usable].tolist())
         return scores
+
+    def shortlist(self, n: int, per_formula: int = 3, factor: int = 5) -> list[Structure]:
+        """The best-scored candidates for the (slower) uniqueness and novelty checks: at most
+        `per_formula` per reduced formula, `factor * n` (>= 200) in all."""
+        order = np.argsort(-np.asarray(self.scores), kind="stable")
+        seen: dict[str, int] = {}
+        keep: list[Structure] = []
+        for i in order:
+            formula = self.structures[i].composition.reduced_formula
+            if seen.get(formula, 0) < per_formula:
+                seen[formula] = seen.get(formula, 0) + 1
+                keep.append(self.structures[i])
+            if len(keep) >= max(factor * n, 200):
+                break
+        return keep
 
     def gradient(self, starts: np.ndarray, budget: int) -> None:
         generator = self.designer.generator

@@ -451,14 +451,22 @@ def models() -> None:
     from invdesign.surrogate import checkpoints_dir
 
     table = Table(title=f"checkpoints in {checkpoints_dir()}")
-    for col in ("name", "kind", "targets", "test MAE"):
+    for col in ("name", "kind", "targets / conditions", "held-out test"):
         table.add_column(col)
     for card_path in sorted(checkpoints_dir().glob("*/card.json")):
         card = json.loads(card_path.read_text())
-        tests = card.get("meta", {}).get("metrics", {}).get("test", {})
-        maes = ", ".join(f"{k}={v['mae']:.3f}" for k, v in tests.items() if isinstance(v, dict))
-        table.add_row(card_path.parent.name, card.get("kind", "?"),
-                      ", ".join(card.get("config", {}).get("targets", [])), maes)
+        metrics = card.get("meta", {}).get("metrics", {})
+        config = card.get("config", {})
+        if card.get("kind") == "vae":
+            rec = metrics.get("test_reconstruction", {})
+            summary = (f"match rate {rec['match_rate']:.1%}, RMSE {rec['rmse']:.4f}"
+                       if "match_rate" in rec else "")
+            names = config.get("conditions", [])
+        else:
+            summary = ", ".join(f"MAE {k}={v['mae']:.3f}" for k, v in
+                                metrics.get("test", {}).items() if isinstance(v, dict))
+            names = config.get("targets", [])
+        table.add_row(card_path.parent.name, card.get("kind", "?"), ", ".join(names), summary)
     Console().print(table)
 
 
