@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Structure
 
 from invdesign.data.archive import read_structures
 from invdesign.design.candidates import Candidates
@@ -25,7 +25,13 @@ from invdesign.design.scoring import ScoreMode, Scorer, pareto_rank
 from invdesign.generator import Condition, Generator
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, Surrogate, resolve_checkpoint
-from invdesign.validity import ReferenceIndex, check_structures
+from invdesign.validity import (
+    MIN_BOND_RATIO,
+    ReferenceIndex,
+    check_structures,
+    min_bond_ratio,
+    structure_validity,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ class Designer:
         scorer = Surrogate.load(surrogate) if surrogate else None
         reference = (read_structures(folder / REFERENCE_FILE)[0]
                      if (folder / REFERENCE_FILE).is_file() else None)
-        labels = (pd.read_csv(folder / REFERENCE_PROPERTIES_FILE)
+        labels = (read_labels(folder / REFERENCE_PROPERTIES_FILE)
                   if (folder / REFERENCE_PROPERTIES_FILE).is_file() else None)
         return cls(generator, scorer, reference, labels)
 
@@ -98,13 +104,42 @@ class Designer:
                          else pd.array([pd.NA] * len(full), dtype="boolean"))
         table = pd.concat([table, full], axis=1)
         ok = [i for i, s in enumerate(structures) if s is not None and table.at[i, "struct_valid"]]
+        ratio = np.full(len(structures), np.nan)
+        ratio[ok] = [min_bond_ratio(structures[i]) for i in ok]
+        table["bond_ratio"] = ratio
+        table["plausible"] = ratio >= MIN_BOND_RATIO
         if self.surrogate is not None and ok:
             scorer = scorer or Scorer.parse(K_NAME if K_NAME in self.surrogate.targets
                                             else self.surrogate.targets[0])
             scores = scorer.evaluate(self.surrogate, [structures[i] for i in ok])
             scores.index = ok
             table = table.join(scores)
+            table["in_domain"] = self.in_domain(table)
         return Candidates(list(structures), table)
+
+    def in_domain(self, table: pd.DataFrame) -> np.ndarray:
+        """True where the number of elements and every predicted target lie within the
+        training data's range: beyond it the surrogate extrapolates (a model trained on
+        binaries knows nothing of elemental or ternary phases), and an optimiser would chase
+        its errors."""
+        ok = np.ones(len(table), dtype=bool)
+        if self.surrogate is None:
+            return ok
+        labels = self.reference_properties
+        if labels is not None and "formula" in labels and "formula" in table:
+            known = _n_elements(labels["formula"])
+            n = _n_elements(table["formula"])
+            ok &= (n >= known.min()) & (n <= known.max())
+        for name in self.surrogate.targets:
+            if name not in table:
+                return np.zeros(len(table), dtype=bool)
+            value = table[name].to_numpy(dtype=float)
+            if labels is not None and name in labels:
+                lo, hi = np.nanmin(labels[name]), np.nanmax(labels[name])
+                ok &= (value >= lo) & (value <= hi)
+            else:
+                ok &= np.isfinite(value)
+        return ok
 
     # ----- sampling ---------------------------------------------------------------------------
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
@@ -139,12 +174,16 @@ class Designer:
             elements: only these elements may appear.
             max_atoms: at most this many atoms per cell.
             method: "cmaes" (scores decoded candidates with the surrogate ensemble),
-                "gradient" (ascent through the property head) or "both".
+                "gradient" (ascent through the property head) or "both" (a fifth of the
+                budget on conditional sampling at the labels of the best training crystals,
+                three tenths on gradient ascent, the rest on CMA-ES).
             score: "mean", "lcb" (mean - kappa * std) or "ei" (expected improvement).
             budget: decoded candidates to evaluate in all.
 
         Returns:
-            Candidates ranked best first, all valid, unique and novel.
+            Candidates ranked best first, all valid, unique, novel, plausible (no pair closer
+            than `MIN_BOND_RATIO` of its atomic radii) and in the surrogate's domain (predicted
+            targets within the training labels' range).
         """
         objectives = [objective] if isinstance(objective, str) else list(objective)
         if not objectives:
@@ -168,19 +207,44 @@ class Designer:
         search = _Search(self, scorers[0], elements, max_atoms)
         start = time.perf_counter()
         starts = self._starting_points(scorers[0], seed)
+        if method == "both":
+            search.conditional(self._top_conditions(scorers[0]), budget // 5, seed)
         if method in ("gradient", "both"):
-            share = budget // 2 if method == "both" else budget
-            search.gradient(starts, share)
+            share = (budget * 3) // 10 if method == "both" else budget
+            search.gradient(starts, share, seed)
         if method in ("cmaes", "both"):
             search.cmaes(starts, budget - search.evaluated, seed)
+        ranked = self._rank(search, scorers, n)
+        for extra in range(1, 3):  # too few distinct survivors: widen the search, twice at most
+            if len(ranked) >= n:
+                break
+            search.cmaes(starts[extra * 8:], budget // 2, seed + 100 * extra)
+            ranked = self._rank(search, scorers, n)
         logger.info("searched %d latent points in %.1f s", search.evaluated,
                     time.perf_counter() - start)
-        return self._rank(search, scorers, n)
+        return ranked
 
-    def _starting_points(self, scorer: Scorer, seed: int, k: int = 16) -> np.ndarray:
+    def _top_conditions(self, scorer: Scorer, share: float = 0.05) -> np.ndarray | None:
+        """Physical conditions (rows, C) of the training crystals in the top `share` by the
+        objective computed from their labels; None when the labels cannot give it."""
+        labels = self.reference_properties
+        names = self.generator.conditions
+        if labels is None or not names or not all(n in labels for n in names):
+            return None
+        try:
+            value = scorer.sign() * scorer.objective.evaluate(
+                {c: labels[c].to_numpy(dtype=float) for c in labels.columns
+                 if c not in ("id", "formula")})
+        except ValueError:
+            return None
+        value = np.where(np.isfinite(value), value, -np.inf)
+        top = np.argsort(-value)[:max(1, int(share * len(value)))]
+        return labels[names].to_numpy(dtype=float)[top]
+
+    def _starting_points(self, scorer: Scorer, seed: int, k: int = 48) -> np.ndarray:
         """Encoded training structures that the property head rates best, plus prior draws."""
         rng = np.random.default_rng(seed)
-        prior = self.generator.sample(k, seed=seed)[1]
+        prior = self.generator.sample(k // 3, seed=seed)[1]
         if not self._reference_structures:
             return prior
         pick = rng.choice(len(self._reference_structures),
@@ -193,8 +257,8 @@ class Designer:
     def _rank(self, search: _Search, scorers: list[Scorer], n: int) -> Candidates:
         cands = self.assess(search.shortlist(n), prefix="opt", scorer=scorers[0])
         table = cands.table
-        keep = (table["valid"] & table["unique"]
-                & table["novel"].fillna(True).astype(bool)).to_numpy()
+        keep = (table["valid"] & table["unique"] & table["novel"].fillna(True).astype(bool)
+                & table["plausible"] & table.get("in_domain", False)).to_numpy(dtype=bool)
         pool = cands.filter(keep)
         if not len(pool):
             return pool
@@ -210,6 +274,19 @@ class Designer:
         ranked = pool.take(order[:n])
         ranked.table["rank"] = np.arange(1, len(ranked) + 1)
         return ranked
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """A reference_properties.csv; ids and formulas stay text (sodium nitride is "NaN")."""
+    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    for col in table.columns:
+        if col not in ("id", "formula"):
+            table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table
+
+
+def _n_elements(formulas: pd.Series) -> np.ndarray:
+    return np.array([len(Composition(f)) if isinstance(f, str) and f else 0 for f in formulas])
 
 
 def _head_objective(generator: Generator, scorer: Scorer, z: np.ndarray) -> np.ndarray:
@@ -259,17 +336,19 @@ class _Search:
         self.scores: list[float] = []
         self.evaluated = 0
         self.radius = trust_radius(designer.generator.config.latent)
+        self.limit = 10**9
 
-    def evaluate(self, z: np.ndarray) -> np.ndarray:
+    def evaluate(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Decode, screen cheaply, score with the surrogate; -inf for unusable candidates."""
         self.evaluated += len(z)
-        decoded = self.designer.generator.decode(z, elements=self.elements,
+        decoded = self.designer.generator.decode(z, y, elements=self.elements,
                                                  max_atoms=self.max_atoms)
         scores = np.full(len(z), -np.inf)
         usable = [i for i, s in enumerate(decoded) if s is not None and _quick_valid(s)]
         if usable:
             table = self.scorer.evaluate(self.designer.surrogate, [decoded[i] for i in usable])
             penalty = table["violation"].to_numpy(dtype=float)
+            penalty = penalty + ~self.designer.in_domain(table)  # extrapolation counts as broken
             raw = table["score"].to_numpy(dtype=float)
             scores[usable] = np.where(penalty > 0, raw - 1e3 * np.abs(raw).max() - penalty, raw)
             self.structures.extend(decoded[i] for i in usable)
@@ -291,32 +370,52 @@ class _Search:
                 break
         return keep
 
-    def gradient(self, starts: np.ndarray, budget: int) -> None:
+    def conditional(self, conditions: np.ndarray | None, budget: int, seed: int) -> None:
+        """Sample p(x | y) at the conditions of the best training crystals."""
+        if conditions is None or budget <= 0:
+            return
+        generator = self.designer.generator
+        rng = np.random.default_rng(seed)
+        y = generator.standardise(conditions[rng.integers(len(conditions), size=budget)])
+        y = y.astype(np.float32)
+        with torch.no_grad():
+            mean = generator.model.prior_mean(torch.from_numpy(y)).numpy()
+        z = mean + rng.standard_normal(mean.shape).astype(np.float32)
+        for chunk in range(0, budget, 256):
+            self.evaluate(z[chunk:chunk + 256], y[chunk:chunk + 256])
+
+    def gradient(self, starts: np.ndarray, budget: int, seed: int) -> None:
+        """Ascend from every start (and jittered copies while the budget allows)."""
         generator = self.designer.generator
         steps, every = 60, 10
-        rows = max(1, min(len(starts), budget // (steps // every)))
+        rows = max(1, budget // (steps // every))
+        rng = np.random.default_rng(seed)
+        z0 = starts[np.arange(rows) % len(starts)]
+        z0 = z0 + 0.3 * (np.arange(rows) >= len(starts))[:, None] * rng.standard_normal(z0.shape)
         scorer = self.scorer
         snapshots = gradient_ascent(
             generator.model, lambda values: _objective_of(scorer, values),
-            _head_inputs(generator), starts[:rows], radius=self.radius, steps=steps,
+            _head_inputs(generator), z0.astype(np.float32), radius=self.radius, steps=steps,
             snapshot_every=every)
         for z in snapshots:
             self.evaluate(z)
 
-    def cmaes(self, starts: np.ndarray, budget: int, seed: int, runs: int = 4) -> None:
+    def cmaes(self, starts: np.ndarray, budget: int, seed: int, runs: int = 8) -> None:
+        """Several short CMA-ES runs from the best starting points, for diversity."""
         if budget <= 0:
             return
         per_run = max(64, budget // runs)
         for r in range(runs):
+            if self.evaluated >= self.limit:
+                break
             cma_es(self.evaluate, starts[r % len(starts)], radius=self.radius,
-                   budget=per_run, seed=seed + r)
+                   sigma0=0.7, budget=per_run, popsize=16, seed=seed + r)
 
 
 def _quick_valid(structure: Structure) -> bool:
-    """Cheap screen before scoring: no atoms closer than 0.5 A, sane volume per atom."""
-    from invdesign.validity.geometry import structure_validity
-
-    return bool(structure_validity(structure))
+    """Cheap screen before scoring: no atoms closer than 0.5 A, sane volume per atom, and no
+    pair squeezed below `MIN_BOND_RATIO` of its atomic radii."""
+    return bool(structure_validity(structure)) and min_bond_ratio(structure) >= MIN_BOND_RATIO
 
 
 def generate(objective: str | Sequence[str] = "E * alpha", n: int = 100, *,
@@ -342,12 +441,3 @@ def generate(objective: str | Sequence[str] = "E * alpha", n: int = 100, *,
                               "youngs_modulus": "E (GPa)", "hardness_chen": "hardness (GPa)",
                               "fracture_toughness": "toughness (MPa m^0.5)"})
     return best
-
-
-def describe(candidates: Candidates, columns: Sequence[str] = ()) -> dict[str, Any]:
-    """Share of decoded / valid / unique / novel rows of a candidates table."""
-    t = candidates.table
-    out = {c: float(t[c].fillna(False).astype(bool).mean()) for c in
-           ("decoded", "valid", "unique", "novel")}
-    out["n"] = len(t)
-    return out

@@ -188,10 +188,10 @@ class Generator:
         """
         if max_atoms is not None and max_atoms < 1:
             raise ValueError(f"max_atoms must be >= 1, got {max_atoms}")
-        logits = out.count_logits.numpy().copy()
+        logits = out.count_logits.numpy().astype(np.float64)
         if elements is not None:
             logits[:, ~self.allowed_columns(elements), 1:] = -np.inf
-        counts = logits.argmax(-1)  # (B, V)
+        counts = composition_from_logits(logits)  # (B, V)
         vocab = self.model.vocab.numpy()
         coords = out.coords.numpy()
         lattice = self.model.lattice_parameters(out.lattice).numpy()
@@ -232,3 +232,26 @@ class Generator:
             mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
         z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
         return self.decode(z, y, elements=elements, max_atoms=max_atoms), z, y
+
+
+def composition_from_logits(logits: np.ndarray) -> np.ndarray:
+    """Counts (B, V) from count logits (B, V, M + 1), decoded jointly rather than per element.
+
+    The number of species is the expected number of present elements, sum_v P(count_v > 0)
+    (rounded, at least 1); the most probably present elements are kept, each with its most
+    probable non-zero count. Independent per-element argmaxes would drop every element whose
+    presence is below one half, which off the data manifold leaves most cells empty.
+    """
+    shifted = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(-1, keepdims=True)
+    present = 1.0 - probs[..., 0]  # (B, V)
+    n_species = np.clip(np.rint(present.sum(1)), 1, logits.shape[1]).astype(int)
+    order = np.argsort(-present, axis=1)
+    nonzero = logits[..., 1:].argmax(-1) + 1  # (B, V)
+    counts = np.zeros(present.shape, dtype=np.int64)
+    for i, k in enumerate(n_species):
+        chosen = order[i, :k]
+        chosen = chosen[np.isfinite(logits[i, chosen, 1:]).any(-1)]  # allowed elements only
+        counts[i, chosen] = nonzero[i, chosen]
+    return counts

@@ -337,3 +337,12 @@ def test_validity_imports_no_torch():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "torch" or n.startswith("torch.") for n in names), path
+
+
+def test_bond_ratio_separates_real_crystals_from_squeezed_cells(nacl, cu):
+    from invdesign.validity import MIN_BOND_RATIO, min_bond_ratio
+
+    assert min_bond_ratio(nacl) > 0.9 and min_bond_ratio(cu) > 0.9
+    squeezed = nacl.copy()
+    squeezed.scale_lattice(nacl.volume * 0.2)
+    assert min_bond_ratio(squeezed) < MIN_BOND_RATIO

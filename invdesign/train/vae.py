@@ -193,7 +193,7 @@ def train_vae(model: CrystalVAE, train: Sequence[Example], val: Sequence[Example
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=20,
                                                            min_lr=1e-5)
     history = VAEHistory()
-    best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
+    best_key, best_state = (math.inf, math.inf), copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     for epoch in range(config.epochs):
         beta = config.beta * min(1.0, (epoch + 1) / max(1, config.kl_warmup))
@@ -214,10 +214,12 @@ def train_vae(model: CrystalVAE, train: Sequence[Example], val: Sequence[Example
         history.train_loss.append(total / max(count, 1))
         history.val_loss.append(val_loss)
         history.val_composition_accuracy.append(val_acc)
-        # Select on the reconstruction loss once the KL weight is final, so annealing does not
-        # pick an early epoch that was never regularised.
-        if epoch + 1 >= config.kl_warmup and val_loss < best_loss:
-            best_loss, history.best_epoch = val_loss, epoch
+        # Select once the KL weight is final (annealing must not pick an epoch that was never
+        # regularised), on exact-composition accuracy first: a crystal with one wrong atom is
+        # a miss, however small its loss. The validation loss breaks ties.
+        key = (-val_acc, val_loss)
+        if epoch + 1 >= config.kl_warmup and key < best_key:
+            best_key, history.best_epoch = key, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(epoch, history)

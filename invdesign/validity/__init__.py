@@ -14,9 +14,11 @@ from __future__ import annotations
 from invdesign.validity.composition import composition_key, composition_validity
 from invdesign.validity.geometry import (
     MAX_VOLUME_PER_ATOM,
+    MIN_BOND_RATIO,
     MIN_DISTANCE,
     MIN_VOLUME_PER_ATOM,
     cdvae_structure_valid,
+    min_bond_ratio,
     structure_validity,
 )
 from invdesign.validity.report import COLUMNS, ValidityConfig, check_structures, validity_rates
@@ -33,6 +35,7 @@ from invdesign.validity.uniqueness import (
 __all__ = [
     "COLUMNS",
     "MAX_VOLUME_PER_ATOM",
+    "MIN_BOND_RATIO",
     "MIN_DISTANCE",
     "MIN_VOLUME_PER_ATOM",
     "MatchSettings",
@@ -45,6 +48,7 @@ __all__ = [
     "check_structures",
     "composition_key",
     "composition_validity",
+    "min_bond_ratio",
     "novel_mask",
     "prepare_structure",
     "structure_validity",

@@ -101,3 +101,41 @@ def structure_validity(
         if contact is not None:
             reasons.append(_contact_reason(contact, min_distance))
     return StructureValidity(not reasons, "; ".join(reasons), cdvae_valid=cdvae)
+
+
+MIN_BOND_RATIO = 0.7  # below every one of the 3,353 MP binaries (their minimum is ~0.76)
+_BOND_CUTOFF = 4.0  # A; a closer pair decides the ratio for every element pair
+
+
+def _radii() -> np.ndarray:
+    from pymatgen.core import Element
+
+    out = np.full(119, 1.5)
+    for z in range(1, 119):
+        radius = Element.from_Z(z).atomic_radius
+        if radius is not None:
+            out[z] = float(radius)
+    return out
+
+
+_RADII: np.ndarray | None = None
+
+
+def min_bond_ratio(structure: Structure) -> float:
+    """Smallest d_ij / (r_i + r_j) over atom pairs (periodic images included), with r the
+    empirical atomic radius; inf when no pair is within 4 A.
+
+    Known crystals sit at >= ~0.75; a decoded cell squeezed far below that is unphysical even
+    when every distance passes the 0.5 A rule, and would send a surrogate far outside the data
+    it learned from. The design tools require `MIN_BOND_RATIO`.
+    """
+    global _RADII
+    if _RADII is None:
+        _RADII = _radii()
+    center, neighbor, _, dist = structure.get_neighbor_list(_BOND_CUTOFF)
+    keep = dist > 1e-8
+    if not keep.any():
+        return math.inf
+    z = np.array(structure.atomic_numbers)
+    ratio = dist[keep] / (_RADII[z[center[keep]]] + _RADII[z[neighbor[keep]]])
+    return float(ratio.min())
