@@ -96,6 +96,25 @@ def run_objective(designer: Designer, objective: str, elements: list[str], args)
     return result
 
 
+def markdown(results: dict) -> str:
+    """One table per objective, for BENCHMARKS.md."""
+    out = []
+    for r in results["objectives"]:
+        out += [f"Objective `{r['objective']}`: training set n = {r['train']['n']}, median "
+                f"{r['train']['median']:.3g}, 95th percentile {r['train']['p95']:.3g}.", "",
+                "| method | seconds | candidates | top-50 median | SR5 | SR10 | SR15 "
+                "| SR5 hits / 1000 | SR5 hits / min |", "|" + "---|" * 9]
+        for method in ("cmaes", "gradient", "both", "prior_sampling",
+                       "random_search_pyxtal_smact"):
+            m = r[method]
+            n = m.get("n", m.get("budget"))
+            out.append(f"| {method} | {m['seconds']:.0f} | {n} | {m['top_median']:.3g} | "
+                       f"{m['SR5']:.2f} | {m['SR10']:.2f} | {m['SR15']:.2f} | "
+                       f"{m['SR5_hits_per_1000']:.1f} | {m['SR5_hits_per_minute']:.2f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,8 +125,9 @@ def main() -> None:
                         help="both searches use the most frequent training elements")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark_design.json"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     designer = Designer.load(args.model)
     counts = Counter(e.symbol for s in designer._reference_structures for e in s.composition)
     vocab = {int(z) for z in designer.generator.model.vocab}
@@ -119,7 +139,7 @@ def main() -> None:
                               for o in args.objectives]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
-    print(json.dumps(results, indent=1))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,24 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+def markdown(results: dict[str, dict]) -> str:
+    """The CDVAE-style table of all models, for BENCHMARKS.md."""
+    lines = ["| model | split (train/val/test) | match rate | RMSE | struct valid | comp valid "
+             "| COV-R | COV-P | EMD density | EMD #elements | unique | novel | valid+unique+novel "
+             "| median CHGNet RMSD (A) | train min |",
+             "|" + "---|" * 15]
+    for name, r in results.items():
+        g, v, rec = r["generation"], r["validity"], r["reconstruction"]
+        relax = r.get("relaxation", {}).get("median_rmsd_A", float("nan"))
+        lines.append(
+            f"| {name} | {'/'.join(map(str, r['split']))} | {rec['match_rate']:.1%} | "
+            f"{rec['rmse']:.4f} | {g['struct_valid']:.1%} | {g['comp_valid']:.1%} | "
+            f"{g['cov_r']:.1%} | {g['cov_p']:.1%} | {g['emd_density']:.3f} | "
+            f"{g['emd_n_elements']:.4f} | {v['unique']:.1%} | {v['novel']:.1%} | "
+            f"{r['valid_unique_novel']:.1%} | {relax:.3f} | {r['train_seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,14 +144,16 @@ def main() -> None:
     parser.add_argument("--n-conditional", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark_generation.json"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     results = {}
     for name in args.models:
         results[name] = benchmark(name, args)
         print(json.dumps(results[name], indent=1, default=float), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, default=float))
+    print(markdown(results))
 
 
 if __name__ == "__main__":
