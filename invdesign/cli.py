@@ -212,7 +212,7 @@ def sample(
         cands.write(out)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        cands.table.to_csv(out / "candidates.csv", index=False)
+        cands.to_csv(out / "candidates.csv")
     _print_summary(cands.table, out)
 
 

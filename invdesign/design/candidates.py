@@ -64,8 +64,16 @@ class Candidates(Sequence[Candidate]):
     def to_dataframe(self) -> pd.DataFrame:
         return self.table.copy()
 
+    def to_csv(self, path: str | Path) -> Path:
+        """The table plus a `cif` column (empty where decoding failed): a CDVAE-style CSV
+        that `load_dataset`, `invdesign verify` and `evaluate generation` read directly."""
+        table = self.table.copy()
+        table["cif"] = [s.to(fmt="cif") if s is not None else "" for s in self.structures]
+        table.to_csv(path, index=False)
+        return Path(path)
+
     def write(self, folder: str | Path, format: FileFormat = "cif") -> Path:
-        """Write `candidates.csv` and one structure file per decodable candidate.
+        """Write `candidates.csv` (with a `cif` column) and the structure files.
 
         CIFs go to `folder/cifs/<id>.cif`; `extxyz` writes all structures to one
         `folder/candidates.extxyz` (properties in each frame's info); `json` writes
@@ -75,7 +83,7 @@ class Candidates(Sequence[Candidate]):
             raise ValueError(f"format must be one of {sorted(_SUFFIX)}, got {format!r}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.table.to_csv(folder / "candidates.csv", index=False)
+        self.to_csv(folder / "candidates.csv")
         pairs = [(row, s) for (_, row), s in zip(self.table.iterrows(), self.structures,
                                                  strict=True) if s is not None]
         if format == "cif":
