@@ -38,7 +38,8 @@ class VAEConfig:
     decoder_hidden: int = 512
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (the vocabulary as a list), identical in weights.pt and card.json."""
+        return {**asdict(self), "elements": list(self.elements)}
 
     @classmethod
     def from_dict(cls, data: dict) -> VAEConfig:
