@@ -262,11 +262,12 @@ class Designer:
         pool = cands.filter(keep)
         if not len(pool):
             return pool
-        ok = [s for s in pool.structures]
-        values = np.column_stack([pool.table["score"].to_numpy(dtype=float)] + [
-            s.evaluate(self.surrogate, ok)["score"].to_numpy(dtype=float) for s in scorers[1:]])
-        for j, s in enumerate(scorers[1:], start=1):
-            pool.table[f"objective_{j}"] = s.evaluate(self.surrogate, ok)["objective"].to_numpy()
+        columns = [pool.table["score"].to_numpy(dtype=float)]
+        for j, extra in enumerate(scorers[1:], start=1):
+            scored = extra.evaluate(self.surrogate, pool.structures)
+            pool.table[f"objective_{j}"] = scored["objective"].to_numpy()
+            columns.append(scored["score"].to_numpy(dtype=float))
+        values = np.column_stack(columns)
         feasible = pool.table["violation"].to_numpy(dtype=float) <= 0
         rank = pareto_rank(values) if len(scorers) > 1 else np.zeros(len(pool), dtype=int)
         pool.table["pareto_rank"] = rank
