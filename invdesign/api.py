@@ -22,7 +22,12 @@ from invdesign.data.archive import read_structures
 from invdesign.design.candidates import Candidates
 from invdesign.design.latent import cma_es, gradient_ascent, soft_geometry, trust_radius
 from invdesign.design.scoring import ScoreMode, Scorer, pareto_rank
-from invdesign.generator import Condition, Generator
+from invdesign.generator import (
+    REFERENCE_FILE,
+    REFERENCE_PROPERTIES_FILE,
+    Condition,
+    Generator,
+)
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, Surrogate, resolve_checkpoint
 from invdesign.validity import (
@@ -35,8 +40,6 @@ from invdesign.validity import (
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_FILE = "reference.npz"
-REFERENCE_PROPERTIES_FILE = "reference_properties.csv"
 ASHBY_PAIRS = (("thermal_expansion", "youngs_modulus"), ("fracture_toughness", "hardness_chen"))
 ALIASES = {"mp-binary": "vae-mp-binary", "perov5": "vae-perov5", "perov-5": "vae-perov5",
            "carbon24": "vae-carbon24", "carbon-24": "vae-carbon24"}

@@ -25,6 +25,8 @@ from invdesign.properties import canonical_name, is_known
 from invdesign.surrogate import resolve_checkpoint, to_model_space, to_physical
 
 KIND = "vae"
+REFERENCE_FILE = "reference.npz"  # the training file's structures, for novelty checks
+REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and derived properties
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 
 

@@ -77,10 +77,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def make_split(dataset: CrystalDataset, config: SurrogateRunConfig) -> Split:
-    if config.split == "composition":
-        return composition_split(dataset, config.fractions, seed=config.seed)
-    return random_split(len(dataset), config.fractions, seed=config.seed)
+def make_split(dataset: CrystalDataset, method: str, fractions: Sequence[float], seed: int
+               ) -> Split:
+    """The run's train/val/test split: "composition" (grouped by reduced formula) or random."""
+    if method == "composition":
+        return composition_split(dataset, fractions, seed=seed)
+    return random_split(len(dataset), fractions, seed=seed)
 
 
 def evaluate_predictions(targets: Sequence[str], members: np.ndarray,
@@ -124,7 +126,7 @@ def train_surrogate(
     dataset = load_dataset(data, properties=list(config.targets), max_atoms=config.max_atoms)
     logger.info("%s", dataset.summary)
     y = to_model_space(config.targets, dataset.targets(config.targets))
-    split = make_split(dataset, config)
+    split = make_split(dataset, config.split, config.fractions, config.seed)
     _check_split(split, config, f"{data} ({len(dataset)} usable records)")
     graphs = featurize_structures(dataset.structures, config.graph, cache_dir=cache_dir)
     model_config = config.architecture.model_config(

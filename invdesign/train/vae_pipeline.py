@@ -13,18 +13,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from invdesign.data import CrystalDataset, Split, composition_split, load_dataset, random_split
+from invdesign.data import CrystalDataset, Split, load_dataset
 from invdesign.data.archive import write_structures
 from invdesign.evaluate.reconstruction import match_rate_and_rmse
 from invdesign.featurize.elements import element_feature_table
 from invdesign.featurize.frames import crystal_frames
 from invdesign.featurize.graph import GraphConfig, featurize_structures, n_global_features
-from invdesign.generator import Generator
+from invdesign.generator import REFERENCE_FILE, REFERENCE_PROPERTIES_FILE, Generator
 from invdesign.models.vae import CrystalVAE, VAEConfig, lattice_features
 from invdesign.plots import learning_curves
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, to_model_space
-from invdesign.train.pipeline import file_sha256
+from invdesign.train.pipeline import file_sha256, make_split
 from invdesign.train.vae import EpochCallback, Example, VAEHistory, VAETrainConfig, train_vae
 
 logger = logging.getLogger(__name__)
@@ -66,12 +66,6 @@ class VAERun:
         return [self.dataset[int(i)].structure for i in self.split.test]
 
 
-def make_split(dataset: CrystalDataset, config: VAERunConfig) -> Split:
-    if config.split == "composition":
-        return composition_split(dataset, config.fractions, seed=config.seed)
-    return random_split(len(dataset), config.fractions, seed=config.seed)
-
-
 def build_model(graphs_train: Sequence, frames_train: Sequence, y_train: np.ndarray,
                 config: VAERunConfig) -> CrystalVAE:
     """A fresh VAE whose vocabulary, size limit and scalers come from the training part only."""
@@ -105,7 +99,7 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
     dataset = load_dataset(data, properties=list(config.conditions) or None,
                            max_atoms=config.max_atoms)
     logger.info("%s", dataset.summary)
-    split = make_split(dataset, config)
+    split = make_split(dataset, config.split, config.fractions, config.seed)
     if split.sizes[0] < 2 or split.sizes[1] < 1:
         raise ValueError(f"{data}: split {config.fractions} leaves {split.sizes} structures in "
                          "train/val/test; use more data")
@@ -137,8 +131,6 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
     return VAERun(generator, split, history, dataset)
 
 
-REFERENCE_FILE = "reference.npz"
-REFERENCE_PROPERTIES_FILE = "reference_properties.csv"
 
 
 def reference_properties(dataset: CrystalDataset, conditions: Sequence[str]) -> pd.DataFrame:
