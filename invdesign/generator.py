@@ -81,6 +81,12 @@ class Generator:
         space = to_model_space(self.conditions, y)
         return (space - m.condition_mean.numpy()) / m.condition_std.numpy()
 
+    def _standardise_column(self, j: int, values: Sequence[float]) -> np.ndarray:
+        """Physical values of condition j -> the model's standardised space."""
+        space = to_model_space([self.conditions[j]], np.asarray(values, float).reshape(-1, 1))
+        m = self.model
+        return (space[:, 0] - m.condition_mean[j].item()) / m.condition_std[j].item()
+
     def to_physical(self, y_std: np.ndarray) -> np.ndarray:
         m = self.model
         return to_physical(self.conditions,
@@ -104,13 +110,10 @@ class Generator:
         for name, value in (conditions or {}).items():
             j = self.condition_index(name)
             if isinstance(value, (tuple, list)):
-                lo, hi = sorted(float(v) for v in value)
-                bounds = self.standardise(np.array([[lo if k == j else np.nan for k in range(c)],
-                                                    [hi if k == j else np.nan for k in range(c)]]))
-                request[:, j] = rng.uniform(bounds[0, j], bounds[1, j], n)
+                lo, hi = self._standardise_column(j, sorted(float(v) for v in value))
+                request[:, j] = rng.uniform(lo, hi, n)
             else:
-                request[:, j] = self.standardise(
-                    np.array([[float(value) if k == j else np.nan for k in range(c)]]))[0, j]
+                request[:, j] = self._standardise_column(j, [float(value)])[0]
         bank = self.model.condition_bank.numpy()
         if len(bank) == 0:
             return np.nan_to_num(request).astype(np.float32)
