@@ -346,3 +346,13 @@ def test_bond_ratio_separates_real_crystals_from_squeezed_cells(nacl, cu):
     squeezed = nacl.copy()
     squeezed.scale_lattice(nacl.volume * 0.2)
     assert min_bond_ratio(squeezed) < MIN_BOND_RATIO
+
+
+def test_bond_ratio_threshold_keeps_nearly_every_mp_binary(shared_data):
+    from invdesign.data import load_dataset
+    from invdesign.validity import MIN_BOND_RATIO, min_bond_ratio
+
+    data = load_dataset(shared_data / "mp_binary_elasticity"
+                        / "mp-binary-pbe-elasticity-dev.json.gz", properties=[])
+    below = [r.id for r in data if min_bond_ratio(r.structure) < MIN_BOND_RATIO]
+    assert below == ["mp-985281"]  # CsIr, 0.61: the one known crystal the guard would reject

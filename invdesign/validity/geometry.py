@@ -103,7 +103,7 @@ def structure_validity(
     return StructureValidity(not reasons, "; ".join(reasons), cdvae_valid=cdvae)
 
 
-MIN_BOND_RATIO = 0.7  # below every one of the 3,353 MP binaries (their minimum is ~0.76)
+MIN_BOND_RATIO = 0.7  # 3,352 of 3,353 MP binaries lie above (CsIr, mp-985281: 0.61)
 _BOND_CUTOFF = 4.0  # A; a closer pair decides the ratio for every element pair
 
 
@@ -125,9 +125,10 @@ def min_bond_ratio(structure: Structure) -> float:
     """Smallest d_ij / (r_i + r_j) over atom pairs (periodic images included), with r the
     empirical atomic radius; inf when no pair is within 4 A.
 
-    Known crystals sit at >= ~0.75; a decoded cell squeezed far below that is unphysical even
-    when every distance passes the 0.5 A rule, and would send a surrogate far outside the data
-    it learned from. The design tools require `MIN_BOND_RATIO`.
+    Known crystals sit above 0.8 (1st percentile of the MP binaries); a decoded cell squeezed
+    far below that is unphysical even when every distance passes the 0.5 A rule, and would
+    send a surrogate far outside the data it learned from. The design tools require
+    `MIN_BOND_RATIO`.
     """
     global _RADII
     if _RADII is None:
