@@ -340,7 +340,6 @@ class _Search:
         self.scores: list[float] = []
         self.evaluated = 0
         self.radius = trust_radius(designer.generator.config.latent)
-        self.limit = 10**9
 
     def evaluate(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Decode, screen cheaply, score with the surrogate; -inf for unusable candidates."""
@@ -410,8 +409,6 @@ class _Search:
             return
         per_run = max(64, budget // runs)
         for r in range(runs):
-            if self.evaluated >= self.limit:
-                break
             cma_es(self.evaluate, starts[r % len(starts)], radius=self.radius,
                    sigma0=0.7, budget=per_run, popsize=16, seed=seed + r)
 
