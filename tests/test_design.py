@@ -123,6 +123,28 @@ def test_optimize_returns_ranked_valid_unique_novel_candidates(designer, method)
         assert np.all(np.diff(table["score"].to_numpy()) <= 1e-12)
 
 
+def test_ranking_keeps_valid_unique_novel_candidates_best_first(designer, nacl, cu, si):
+    """The ranking step on known crystals (the toy generator above may decode none that
+    survive every check, which would leave the end-to-end tests with nothing to rank)."""
+    from pymatgen.core import Lattice, Structure
+
+    from invdesign.api import _Search
+
+    kcl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(6.29), ["K", "Cl"],
+                                    [[0, 0, 0], [0.5, 0.5, 0.5]])
+    fresh = Designer(designer.generator, designer.surrogate, [cu])  # cu is "known"
+    search = _Search(fresh, Scorer.parse("K"), None, None)
+    search.structures = [nacl, kcl, si, cu, nacl.copy()]  # the copy: a duplicate
+    search.scores = [1.0, 2.0, 3.0, 4.0, 5.0]
+    ranked = fresh._rank(search, [Scorer.parse("K")], n=10)
+    table = ranked.to_dataframe()
+    assert sorted(table["formula"]) == ["KCl", "NaCl", "Si"]
+    assert table["valid"].all() and table["unique"].all() and table["novel"].all()
+    assert table["plausible"].all() and table["in_domain"].all()
+    assert table["rank"].tolist() == [1, 2, 3]
+    assert np.all(np.diff(table["score"].to_numpy()) <= 0)
+
+
 def test_pareto_optimisation_adds_a_rank_column(designer):
     best = designer.optimize(["E * alpha", "hardness"], n=5, method="cmaes", budget=150)
     if len(best):
