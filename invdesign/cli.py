@@ -417,6 +417,9 @@ def evaluate_reconstruction_cmd(
     data: Annotated[Path | None, typer.Option(
         help="Structures to reconstruct; default: the checkpoint's held-out test split of "
              "its training file.")] = None,
+    refine_steps: Annotated[int, typer.Option(
+        help="Gradient steps fitting each latent code to its crystal (0: one-shot encoder "
+             "only); the amortised_ keys always report the one-shot encoder.")] = 200,
 ) -> None:
     """Match rate and RMSE of encode -> decode: one JSON object on the last line."""
     from invdesign.generator import Generator
@@ -428,7 +431,8 @@ def evaluate_reconstruction_cmd(
                       else held_out_structures(generator))
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
-    typer.echo(json.dumps(evaluate_reconstruction(generator, structures)))
+    typer.echo(json.dumps(evaluate_reconstruction(generator, structures,
+                                                  refine_steps=max(0, refine_steps))))
 
 
 @app.command()

@@ -17,9 +17,10 @@ import torch
 from pymatgen.core import Element, Structure
 
 from invdesign.featurize.batch import collate
-from invdesign.featurize.frames import frame_to_structure, slot_species
+from invdesign.featurize.frames import crystal_frames, frame_to_structure, slot_species
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
+from invdesign.models.reconstruction import refine_latent
 from invdesign.models.vae import CrystalVAE, DecoderOutput, VAEConfig
 from invdesign.properties import canonical_name, is_known
 from invdesign.surrogate import resolve_checkpoint, to_model_space, to_physical
@@ -27,6 +28,7 @@ from invdesign.surrogate import resolve_checkpoint, to_model_space, to_physical
 KIND = "vae"
 REFERENCE_FILE = "reference.npz"  # the training file's structures, for novelty checks
 REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and derived properties
+REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 
 
@@ -130,14 +132,21 @@ class Generator:
         return out.astype(np.float32)
 
     # ----- encode / decode --------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, structures: Sequence[Structure], *,
+    def encode(self, structures: Sequence[Structure], *, refine_steps: int = 0,
                batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and log-variance of z for each structure, (n, latent) each."""
+        """Posterior mean and log-variance of z for each structure, (n, latent) each.
+
+        With `refine_steps` > 0 the means are then fitted to their crystals by that many
+        gradient steps on the reconstruction error (`refine_latent`): slower, far closer.
+        """
         graphs = featurize_structures(structures, self.graph_config)
         mus, logvars = [], []
         for start in range(0, len(graphs), batch_size):
-            mu, logvar = self.model.encode(collate(graphs[start:start + batch_size]))
+            with torch.no_grad():
+                mu, logvar = self.model.encode(collate(graphs[start:start + batch_size]))
+            if refine_steps > 0:
+                frames = crystal_frames(structures[start:start + batch_size])
+                mu = refine_latent(self.model, frames, mu, steps=refine_steps)
             mus.append(mu.numpy())
             logvars.append(logvar.numpy())
         latent = self.config.latent
@@ -216,9 +225,12 @@ class Generator:
                 structures.append(None)
         return structures
 
-    def reconstruct(self, structures: Sequence[Structure]) -> list[Structure | None]:
-        """Decode each structure's posterior mean, with the property head's conditions."""
-        mu, _ = self.encode(structures)
+    def reconstruct(self, structures: Sequence[Structure], *,
+                    refine_steps: int = REFINE_STEPS) -> list[Structure | None]:
+        """Decode each structure's latent code (the encoder's mean, refined by `refine_steps`
+        gradient steps; 0 for the one-shot encoder alone), with the property head's
+        conditions."""
+        mu, _ = self.encode(structures, refine_steps=refine_steps)
         return self.decode(mu)
 
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,

@@ -1,9 +1,8 @@
 """Training loop for the crystal VAE.
 
-Atom order and origin do not matter: the composition is learned as a count per element, and
-before each coordinate loss every crystal's atoms are assigned to decoder slots (species block by
-species block) by a Hungarian assignment on periodic distance, with slot 0 on each candidate
-origin atom in turn and the cheapest assignment kept.
+Atom order and origin do not matter: the coordinate loss compares each crystal with the
+decoder's slots after the permutation- and origin-free alignment of
+`invdesign.models.reconstruction`.
 """
 
 from __future__ import annotations
@@ -17,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch.nn import functional
 
 from invdesign.featurize.batch import GraphBatch, collate
 from invdesign.featurize.frames import CrystalFrame
 from invdesign.featurize.graph import CrystalGraph
-from invdesign.models.vae import CrystalVAE, DecoderOutput, lattice_features
+from invdesign.models.reconstruction import reconstruction_targets
+from invdesign.models.vae import CrystalVAE
 
 logger = logging.getLogger(__name__)
 
@@ -66,78 +65,9 @@ class Example:
     y: np.ndarray
 
 
-def periodic_cost(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Sum over x, y, z of 1 - cos(2 pi d) for pred (..., P, 3), target (..., T, 3): (..., P, T)."""
-    d = pred[..., :, None, :] - target[..., None, :, :]
-    return (1.0 - np.cos(2.0 * np.pi * d)).sum(-1)
-
-
-def species_blocks(z: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of equal atomic numbers in slot-ordered `z`."""
-    edges = np.flatnonzero(np.diff(z)) + 1
-    bounds = np.concatenate([[0], edges, [len(z)]])
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-
-
-def align(frame: CrystalFrame, coords: np.ndarray) -> np.ndarray:
-    """Target coordinates in slot order for the best origin atom and atom-to-slot assignment.
-
-    Slots hold the frame's species blocks in order; within each block atoms are assigned to
-    slots by a Hungarian assignment on periodic distance, slot 0 holds the origin atom, and
-    the origin atom (any anchor) giving the lowest total cost is kept.
-
-    Args:
-        frame: the target crystal (n atoms, slot order).
-        coords: (M >= n, 3) decoded fractional coordinates (slot 0 at the origin).
-
-    Returns:
-        (n, 3) target fractional coordinates, row i for slot i.
-    """
-    blocks = species_blocks(frame.atomic_numbers)
-    best_cost, best = np.inf, frame.frac_coords
-    for k in frame.anchors:
-        shifted = frame.frac_coords - frame.frac_coords[k]
-        aligned = np.empty_like(shifted)
-        aligned[0] = shifted[k]
-        total = 0.0
-        for a, b in blocks:
-            atoms = np.arange(a, b)
-            slots = np.arange(a, b)
-            if a == 0:
-                atoms, slots = atoms[atoms != k], slots[1:]
-            if len(atoms) == 0:
-                continue
-            cost = periodic_cost(coords[slots], shifted[atoms])
-            rows, cols = linear_sum_assignment(cost)
-            total += cost[rows, cols].sum()
-            aligned[slots[rows]] = shifted[atoms[cols]]
-        if total < best_cost:
-            best_cost, best = total, aligned
-    return best
-
-
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(prior_mu, I)) summed over latent dims, mean over the batch."""
     return 0.5 * (logvar.exp() + (mu - prior_mu) ** 2 - 1.0 - logvar).sum(1).mean()
-
-
-def reconstruction_targets(model: CrystalVAE, frames: Sequence[CrystalFrame],
-                           out: DecoderOutput) -> dict[str, torch.Tensor]:
-    """Per-crystal element counts, slot-aligned coordinates with their mask, lattice."""
-    m, b = model.config.max_atoms, len(frames)
-    counts = torch.zeros(b, model.n_vocab, dtype=torch.long)
-    coords = torch.zeros(b, m, 3)
-    mask = torch.zeros(b, m, dtype=torch.bool)
-    vocab_index = model.vocab_index.cpu().numpy()
-    pred = out.coords.detach().cpu().numpy()
-    for i, frame in enumerate(frames):
-        columns, n = np.unique(vocab_index[frame.atomic_numbers], return_counts=True)
-        counts[i, columns] = torch.from_numpy(n)
-        coords[i, :frame.n_atoms] = torch.from_numpy(align(frame, pred[i]))
-        mask[i, 1:frame.n_atoms] = True
-    lattice = lattice_features(torch.from_numpy(np.stack([f.lattice for f in frames])))
-    lattice = (lattice - model.lattice_mean) / model.lattice_std
-    return {"counts": counts, "coords": coords, "mask": mask, "lattice": lattice}
 
 
 def losses(model: CrystalVAE, batch: GraphBatch, frames: Sequence[CrystalFrame], y: torch.Tensor,
