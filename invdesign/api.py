@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,11 @@ class Designer:
         self.surrogate = surrogate
         self._reference_structures = reference
         self._reference_index: ReferenceIndex | None = None
+        self._element_counts: tuple[int, int] | None = None  # fewest and most elements
+        if reference_properties is not None and "formula" in reference_properties:
+            known = _n_elements(reference_properties["formula"])
+            if len(known):
+                self._element_counts = (int(known.min()), int(known.max()))
 
     @classmethod
     def load(cls, name_or_path: str | Path = "mp-binary", *,
@@ -78,6 +84,11 @@ class Designer:
         labels = (read_labels(folder / REFERENCE_PROPERTIES_FILE)
                   if (folder / REFERENCE_PROPERTIES_FILE).is_file() else None)
         return cls(generator, scorer, reference, labels)
+
+    @property
+    def reference_structures(self) -> Sequence[Structure]:
+        """The generator's training structures (empty when the checkpoint has none)."""
+        return self._reference_structures or []
 
     @property
     def reference(self) -> ReferenceIndex | None:
@@ -129,10 +140,9 @@ class Designer:
         if self.surrogate is None:
             return ok
         labels = self.reference_properties
-        if labels is not None and "formula" in labels and "formula" in table:
-            known = _n_elements(labels["formula"])
+        if self._element_counts is not None and "formula" in table:
             n = _n_elements(table["formula"])
-            ok &= (n >= known.min()) & (n <= known.max())
+            ok &= (n >= self._element_counts[0]) & (n <= self._element_counts[1])
         for name in self.surrogate.targets:
             if name not in table:
                 return np.zeros(len(table), dtype=bool)
@@ -177,9 +187,9 @@ class Designer:
             elements: only these elements may appear.
             max_atoms: at most this many atoms per cell.
             method: "cmaes" (scores decoded candidates with the surrogate ensemble),
-                "gradient" (ascent through the property head) or "both" (a fifth of the
-                budget on conditional sampling at the labels of the best training crystals,
-                three tenths on gradient ascent, the rest on CMA-ES).
+                "gradient" (ascent through the property head) or "both" (two fifths of the
+                budget on gradient ascent, the rest on CMA-ES; they find different
+                chemistry).
             score: "mean", "lcb" (mean - kappa * std) or "ei" (expected improvement).
             budget: decoded candidates to evaluate in all.
 
@@ -210,10 +220,8 @@ class Designer:
         search = _Search(self, scorers[0], elements, max_atoms)
         start = time.perf_counter()
         starts = self._starting_points(scorers[0], seed)
-        if method == "both":
-            search.conditional(self._top_conditions(scorers[0]), budget // 5, seed)
         if method in ("gradient", "both"):
-            share = (budget * 3) // 10 if method == "both" else budget
+            share = (budget * 2) // 5 if method == "both" else budget
             search.gradient(starts, share, seed)
         if method in ("cmaes", "both"):
             search.cmaes(starts, budget - search.evaluated, seed)
@@ -226,23 +234,6 @@ class Designer:
         logger.info("searched %d latent points in %.1f s", search.evaluated,
                     time.perf_counter() - start)
         return ranked
-
-    def _top_conditions(self, scorer: Scorer, share: float = 0.05) -> np.ndarray | None:
-        """Physical conditions (rows, C) of the training crystals in the top `share` by the
-        objective computed from their labels; None when the labels cannot give it."""
-        labels = self.reference_properties
-        names = self.generator.conditions
-        if labels is None or not names or not all(n in labels for n in names):
-            return None
-        try:
-            value = scorer.sign() * scorer.objective.evaluate(
-                {c: labels[c].to_numpy(dtype=float) for c in labels.columns
-                 if c not in ("id", "formula")})
-        except ValueError:
-            return None
-        value = np.where(np.isfinite(value), value, -np.inf)
-        top = np.argsort(-value)[:max(1, int(share * len(value)))]
-        return labels[names].to_numpy(dtype=float)[top]
 
     def _starting_points(self, scorer: Scorer, seed: int, k: int = 48) -> np.ndarray:
         """Encoded training structures that the property head rates best, plus prior draws."""
@@ -331,36 +322,58 @@ class _Search:
     """Bookkeeping of one optimisation: every decoded candidate and its score."""
 
     def __init__(self, designer: Designer, scorer: Scorer, elements: list[str] | None,
-                 max_atoms: int | None):
+                 max_atoms: int | None, per_formula: int = 3):
         self.designer = designer
         self.scorer = scorer
         self.elements = elements
         self.max_atoms = max_atoms
-        self.structures: list[Structure] = []
+        self.per_formula = per_formula
+        self.structures: list[Structure] = []  # usable, in-domain candidates
         self.scores: list[float] = []
+        self.found: Counter[str] = Counter()  # in-domain candidates per reduced formula
         self.evaluated = 0
         self.radius = trust_radius(designer.generator.config.latent)
 
     def evaluate(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        """Decode, screen cheaply, score with the surrogate; -inf for unusable candidates."""
+        """Decode, screen cheaply, score with the surrogate; -inf for unusable candidates.
+
+        Candidates outside the surrogate's domain or breaking a constraint score far below
+        every valid one, and so does a formula already found `per_formula` times: the
+        optimiser is steered to new chemistry instead of re-decoding what it has (the
+        ranking keeps at most `per_formula` per formula anyway). The recorded scores, which
+        the ranking uses, carry only the constraint and domain penalties.
+        """
         self.evaluated += len(z)
         decoded = self.designer.generator.decode(z, y, elements=self.elements,
                                                  max_atoms=self.max_atoms)
         scores = np.full(len(z), -np.inf)
         usable = [i for i, s in enumerate(decoded) if s is not None and _quick_valid(s)]
-        if usable:
-            table = self.scorer.evaluate(self.designer.surrogate, [decoded[i] for i in usable])
-            penalty = table["violation"].to_numpy(dtype=float)
-            penalty = penalty + ~self.designer.in_domain(table)  # extrapolation counts as broken
-            raw = table["score"].to_numpy(dtype=float)
-            scores[usable] = np.where(penalty > 0, raw - 1e3 * np.abs(raw).max() - penalty, raw)
-            self.structures.extend(decoded[i] for i in usable)
-            self.scores.extend(scores[usable].tolist())
+        if not usable:
+            return scores
+        structures = [decoded[i] for i in usable]
+        table = self.scorer.evaluate(self.designer.surrogate, structures)
+        table["formula"] = [s.composition.reduced_formula for s in structures]
+        in_domain = self.designer.in_domain(table)
+        penalty = table["violation"].to_numpy(dtype=float) + ~in_domain
+        raw = table["score"].to_numpy(dtype=float)
+        floor = 1e3 * max(np.abs(raw[np.isfinite(raw)]).max(initial=0.0), 1.0)
+        recorded = np.where(penalty > 0, raw - floor - penalty, raw)
+        steer = recorded.copy()
+        for j, formula in enumerate(table["formula"]):
+            if not in_domain[j]:
+                continue
+            if self.found[formula] >= self.per_formula:
+                steer[j] = raw[j] - floor
+            self.found[formula] += 1
+            self.structures.append(structures[j])
+            self.scores.append(float(recorded[j]))
+        scores[usable] = steer
         return scores
 
-    def shortlist(self, n: int, per_formula: int = 3, factor: int = 5) -> list[Structure]:
-        """The best-scored candidates for the (slower) uniqueness and novelty checks: at most
-        `per_formula` per reduced formula, `factor * n` (>= 200) in all."""
+    def shortlist(self, n: int, factor: int = 5) -> list[Structure]:
+        """The best-scored in-domain candidates for the (slower) uniqueness and novelty
+        checks: at most `per_formula` per reduced formula, `factor * n` (>= 200) in all."""
+        per_formula = self.per_formula
         order = np.argsort(-np.asarray(self.scores), kind="stable")
         seen: dict[str, int] = {}
         keep: list[Structure] = []
@@ -372,20 +385,6 @@ class _Search:
             if len(keep) >= max(factor * n, 200):
                 break
         return keep
-
-    def conditional(self, conditions: np.ndarray | None, budget: int, seed: int) -> None:
-        """Sample p(x | y) at the conditions of the best training crystals."""
-        if conditions is None or budget <= 0:
-            return
-        generator = self.designer.generator
-        rng = np.random.default_rng(seed)
-        y = generator.standardise(conditions[rng.integers(len(conditions), size=budget)])
-        y = y.astype(np.float32)
-        with torch.no_grad():
-            mean = generator.model.prior_mean(torch.from_numpy(y)).numpy()
-        z = mean + rng.standard_normal(mean.shape).astype(np.float32)
-        for chunk in range(0, budget, 256):
-            self.evaluate(z[chunk:chunk + 256], y[chunk:chunk + 256])
 
     def gradient(self, starts: np.ndarray, budget: int, seed: int) -> None:
         """Ascend from every start (and jittered copies while the budget allows)."""

@@ -205,7 +205,9 @@ class Generator:
         logits = out.count_logits.numpy().astype(np.float64)
         if elements is not None:
             logits[:, ~self.allowed_columns(elements), 1:] = -np.inf
-        counts = composition_from_logits(logits)  # (B, V)
+        n_species = (None if out.species_logits is None
+                     else out.species_logits.numpy().argmax(1) + 1)
+        counts = composition_from_logits(logits, n_species)  # (B, V)
         vocab = self.model.vocab.numpy()
         coords = out.coords.numpy()
         lattice = self.model.lattice_parameters(out.lattice).numpy()
@@ -251,19 +253,23 @@ class Generator:
         return self.decode(z, y, elements=elements, max_atoms=max_atoms), z, y
 
 
-def composition_from_logits(logits: np.ndarray) -> np.ndarray:
+def composition_from_logits(logits: np.ndarray,
+                            n_species: np.ndarray | None = None) -> np.ndarray:
     """Counts (B, V) from count logits (B, V, M + 1), decoded jointly rather than per element.
 
-    The number of species is the expected number of present elements, sum_v P(count_v > 0)
-    (rounded, at least 1); the most probably present elements are kept, each with its most
-    probable non-zero count. Independent per-element argmaxes would drop every element whose
-    presence is below one half, which off the data manifold leaves most cells empty.
+    The number of species is `n_species` (B,) where the model predicts it, else the expected
+    number of present elements, sum_v P(count_v > 0) (rounded, at least 1); the most probably
+    present elements are kept, each with its most probable non-zero count. Independent
+    per-element argmaxes would drop every element whose presence is below one half, which off
+    the data manifold leaves most cells empty.
     """
     shifted = logits - logits.max(-1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(-1, keepdims=True)
     present = 1.0 - probs[..., 0]  # (B, V)
-    n_species = np.clip(np.rint(present.sum(1)), 1, logits.shape[1]).astype(int)
+    if n_species is None:
+        n_species = np.rint(present.sum(1))
+    n_species = np.clip(n_species, 1, logits.shape[1]).astype(int)
     order = np.argsort(-present, axis=1)
     nonzero = logits[..., 1:].argmax(-1) + 1  # (B, V)
     counts = np.zeros(present.shape, dtype=np.int64)

@@ -47,10 +47,16 @@ def hits(values: np.ndarray, thresholds: dict[str, float], n: int, seconds: floa
 
 
 def vun_objective(designer: Designer, structures, scorer: Scorer) -> tuple[np.ndarray, int]:
-    """Surrogate objective of the valid, unique, novel structures; and their count."""
-    cands = designer.assess(structures, prefix="x", scorer=scorer)
-    t = cands.table
-    keep = (t["valid"] & t["unique"] & t["novel"].fillna(False).astype(bool)).to_numpy()
+    """Surrogate objective of the structures that pass what `optimize` demands of its own
+    (plausible, in the surrogate's domain, valid; uniqueness among those; novel); and their
+    count."""
+    t = designer.assess(structures, prefix="x", scorer=scorer).table
+    eligible = (t["valid"] & t["plausible"] & t.get("in_domain", False)).to_numpy(dtype=bool)
+    kept = [s for s, ok in zip(structures, eligible, strict=True) if ok]
+    if not kept:
+        return np.zeros(0), 0
+    t = designer.assess(kept, prefix="x", scorer=scorer).table
+    keep = (t["unique"] & t["novel"].fillna(False).astype(bool)).to_numpy(dtype=bool)
     return t["objective"].to_numpy(dtype=float)[keep], int(keep.sum())
 
 
@@ -129,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     designer = Designer.load(args.model)
-    counts = Counter(e.symbol for s in designer._reference_structures for e in s.composition)
+    counts = Counter(e.symbol for s in designer.reference_structures for e in s.composition)
     vocab = {int(z) for z in designer.generator.model.vocab}
     from pymatgen.core import Element
 

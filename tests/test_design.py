@@ -199,3 +199,12 @@ def test_candidates_slicing_keeps_rows_and_structures_together(nacl, si):
     assert [c["id"] for c in cands[::-1]] == ["b", "a"]
     with pytest.raises(ValueError, match="2 structures but 1"):
         Candidates([nacl, si], pd.DataFrame({"id": ["a"]}))
+
+
+def test_domain_needs_as_many_elements_as_the_training_crystals(designer):
+    labels = pd.DataFrame({"id": ["a", "b"], "formula": ["NaCl", "NaN"]})  # NaN: sodium nitride
+    binary_only = Designer(designer.generator, designer.surrogate, None, labels)
+    table = pd.DataFrame({"formula": ["Cu", "KCl", "NaClO3"]})
+    for name in designer.surrogate.targets:
+        table[name] = 100.0
+    assert binary_only.in_domain(table).tolist() == [False, True, False]

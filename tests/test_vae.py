@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from invdesign.featurize.frames import (
     slot_species,
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
-from invdesign.generator import Generator
+from invdesign.generator import Generator, composition_from_logits
 from invdesign.models.reconstruction import (
     align,
     periodic_cost,
@@ -28,10 +29,12 @@ from invdesign.models.reconstruction import (
     refine_latent,
     species_blocks,
 )
-from invdesign.train.vae import VAETrainConfig
+from invdesign.models.vae import CrystalVAE
+from invdesign.train.vae import VAETrainConfig, fit_species_head
 from invdesign.train.vae_pipeline import (
     VAEArchitecture,
     VAERunConfig,
+    checkpoint_examples,
     evaluate_reconstruction,
     held_out_structures,
     save_vae_run,
@@ -208,3 +211,41 @@ def test_latent_refinement_lowers_the_reconstruction_error(trained):
     again, _ = generator.encode(structures, refine_steps=100)
     np.testing.assert_allclose(again, refined.numpy(), atol=1e-5)
     assert all(p.requires_grad for p in generator.model.parameters())
+
+
+def test_composition_decoding_follows_the_number_of_elements():
+    logits = np.full((2, 4, 4), -5.0)  # 2 crystals, 4 elements, counts 0..3
+    logits[:, :, 0] = 0.0  # absent is likeliest for every element ...
+    logits[:, 0, 2] = 1.0  # ... but element 0 twice
+    logits[:, 1, 1] = -0.5  # element 1 once, less likely than absent
+    assert composition_from_logits(logits)[0].tolist() == [2, 0, 0, 0]
+    counts = composition_from_logits(logits, n_species=np.array([2, 1]))
+    assert counts.tolist() == [[2, 1, 0, 0], [2, 0, 0, 0]]
+
+
+def test_trained_model_predicts_the_number_of_elements(trained):
+    generator = trained[0].generator
+    assert generator.config.max_species == 2  # NaCl and Cu in the toy data
+    structures = generator.sample(20, seed=0)[0]
+    z, _ = generator.encode(held_out_structures(generator, trained[2]))
+    with torch.no_grad():
+        zt = torch.from_numpy(z)
+        out = generator.model.decode(zt, generator.model.predict_conditions(zt))
+    assert out.species_logits.shape == (len(z), 2)
+    assert all(s is None or len(s.composition) <= 2 for s in structures)
+
+
+def test_species_head_is_fitted_on_a_frozen_older_model(trained):
+    run = trained[0]
+    model = run.generator.model
+    old = CrystalVAE(replace(model.config, max_species=0))
+    old.condition_bank = model.condition_bank.clone()
+    old.load_state_dict({k: v for k, v in model.state_dict().items()
+                         if not k.startswith("species_head.")})
+    generator = Generator(model=old, graph_config=run.generator.graph_config,
+                          conditions=run.generator.conditions, meta=run.generator.meta)
+    train, val = checkpoint_examples(generator, trained[2])
+    new, accuracy = fit_species_head(old, train, val, epochs=5)
+    assert new.config.max_species == 2 and 0.0 <= accuracy <= 1.0
+    for name, value in old.state_dict().items():
+        torch.testing.assert_close(new.state_dict()[name], value)

@@ -75,7 +75,8 @@ def align(frame: CrystalFrame, coords: np.ndarray) -> np.ndarray:
 
 def reconstruction_targets(model: CrystalVAE, frames: Sequence[CrystalFrame],
                            out: DecoderOutput) -> dict[str, torch.Tensor]:
-    """Per-crystal element counts, slot-aligned coordinates with their mask, lattice."""
+    """Per-crystal element counts, slot-aligned coordinates with their mask, lattice, and the
+    number of distinct elements minus one (the species head's class)."""
     m, b = model.config.max_atoms, len(frames)
     counts = torch.zeros(b, model.n_vocab, dtype=torch.long)
     coords = torch.zeros(b, m, 3)
@@ -89,14 +90,17 @@ def reconstruction_targets(model: CrystalVAE, frames: Sequence[CrystalFrame],
         mask[i, 1:frame.n_atoms] = True
     lattice = lattice_features(torch.from_numpy(np.stack([f.lattice for f in frames])))
     lattice = (lattice - model.lattice_mean) / model.lattice_std
-    return {"counts": counts, "coords": coords, "mask": mask, "lattice": lattice}
+    species = ((counts > 0).sum(1) - 1).clamp(0, max(model.config.max_species - 1, 0))
+    return {"counts": counts, "coords": coords, "mask": mask, "lattice": lattice,
+            "species": species}
 
 
 def reconstruction_error(model: CrystalVAE, frames: Sequence[CrystalFrame], out: DecoderOutput,
                          coord_weight: float = COORD_WEIGHT) -> torch.Tensor:
-    """Per-crystal error (B,): count cross-entropy summed over elements, squared lattice error
-    summed over the six standardised features, and `coord_weight` x the mean periodic
-    coordinate error over the aligned slots."""
+    """Per-crystal error (B,): count cross-entropy summed over elements (plus that of the
+    number of elements, where the model predicts it), squared lattice error summed over the six
+    standardised features, and `coord_weight` x the mean periodic coordinate error over the
+    aligned slots."""
     t = reconstruction_targets(model, frames, out)
     n_classes = out.count_logits.shape[-1]
     counts = functional.cross_entropy(out.count_logits.reshape(-1, n_classes),
@@ -104,7 +108,11 @@ def reconstruction_error(model: CrystalVAE, frames: Sequence[CrystalFrame], out:
     lattice = ((out.lattice - t["lattice"]) ** 2).sum(1)
     coord_err = (1.0 - torch.cos(2.0 * math.pi * (out.coords - t["coords"]))).sum(-1)
     coords = (coord_err * t["mask"]).sum(1) / t["mask"].sum(1).clamp(min=1)
-    return counts.view(len(frames), -1).sum(1) + lattice + coord_weight * coords
+    error = counts.view(len(frames), -1).sum(1) + lattice + coord_weight * coords
+    if out.species_logits is not None:
+        error = error + functional.cross_entropy(out.species_logits, t["species"],
+                                                 reduction="none")
+    return error
 
 
 def refine_latent(model: CrystalVAE, frames: Sequence[CrystalFrame], z0: torch.Tensor, *,

@@ -36,6 +36,7 @@ class VAEConfig:
     n_gaussians: int = 40
     cutoff: float = 6.0
     decoder_hidden: int = 512
+    max_species: int = 0  # classes of the number-of-elements head (0: no head)
 
     def to_dict(self) -> dict:
         """Plain JSON types (the vocabulary as a list), identical in weights.pt and card.json."""
@@ -53,6 +54,7 @@ class DecoderOutput:
     count_logits: torch.Tensor  # (B, V, M + 1): logit of each element's count 0..M
     lattice: torch.Tensor  # (B, 6) standardised lattice features
     coords: torch.Tensor  # (B, M, 3) fractional, unwrapped; slot 0 is the origin
+    species_logits: torch.Tensor | None = None  # (B, S): logit of 1..S distinct elements
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -107,6 +109,7 @@ class CrystalVAE(nn.Module):
         self.count_head = nn.Linear(h, n_vocab * (c.max_atoms + 1))
         self.lattice_head = nn.Linear(h, N_LATTICE)
         self.coord_head = nn.Linear(h, c.max_atoms * 3)
+        self.species_head = nn.Linear(h, c.max_species) if c.max_species else None
 
     @property
     def n_vocab(self) -> int:
@@ -168,6 +171,7 @@ class CrystalVAE(nn.Module):
             count_logits=self.count_head(h).view(-1, self.n_vocab, c.max_atoms + 1),
             lattice=self.lattice_head(h),
             coords=coords,
+            species_logits=self.species_head(h) if self.species_head is not None else None,
         )
 
     def standardise_conditions(self, y: torch.Tensor) -> torch.Tensor:

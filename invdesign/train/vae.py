@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -90,8 +90,10 @@ def losses(model: CrystalVAE, batch: GraphBatch, frames: Sequence[CrystalFrame],
         "kl": kl_divergence(mu, logvar, model.prior_mean(y_in)),
         "property": (functional.mse_loss(y_hat[labelled], y[labelled]) if labelled.any()
                      else y_hat.sum() * 0.0),
+        "species": (functional.cross_entropy(out.species_logits, t["species"])
+                    if out.species_logits is not None else y_hat.sum() * 0.0),
     }
-    terms["total"] = (config.count_weight * terms["counts"]
+    terms["total"] = (config.count_weight * (terms["counts"] + terms["species"])
                       + config.lattice_weight * terms["lattice"]
                       + config.coord_weight * terms["coords"]
                       + beta * terms["kl"] + config.property_weight * terms["property"])
@@ -172,3 +174,51 @@ def evaluate_loss(model: CrystalVAE, items: Sequence[Example],
         acc += terms["composition_accuracy"].item() * batch.n_graphs
         count += batch.n_graphs
     return total / max(count, 1), acc / max(count, 1)
+
+
+def fit_species_head(model: CrystalVAE, train: Sequence[Example], val: Sequence[Example], *,
+                     epochs: int = 40, lr: float = 3e-3, batch_size: int = 128,
+                     seed: int = 0) -> tuple[CrystalVAE, float]:
+    """A copy of a trained VAE with a number-of-elements head fitted on top of its frozen
+    decoder (for checkpoints trained before the head existed; every other weight is kept).
+
+    The head learns from z drawn from each training crystal's posterior, as in training.
+
+    Returns:
+        (the new model, the head's validation accuracy at the posterior means).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    max_species = max(len(set(e.frame.atomic_numbers.tolist())) for e in train)
+    new = CrystalVAE(replace(model.config, max_species=max_species))
+    new.condition_bank = model.condition_bank.clone()
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("species_head.") for k in missing):
+        raise ValueError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
+    new.eval()
+    optimizer = torch.optim.Adam(new.species_head.parameters(), lr=lr)
+
+    def hidden_and_target(batch, frames, y, sample: bool):
+        with torch.no_grad():
+            mu, logvar = new.encode(batch)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+            y_hat = new.predict_conditions(z)
+            y_in = torch.where(torch.isnan(y), y_hat, y)
+            h = new.decoder(torch.cat([z, y_in], dim=1))
+        target = torch.tensor([len(set(f.atomic_numbers.tolist())) - 1 for f in frames])
+        return h, target.clamp(max=max_species - 1)
+
+    for _ in range(epochs):
+        for batch, frames, y in _batches(train, batch_size, rng):
+            h, target = hidden_and_target(batch, frames, y, sample=True)
+            loss = functional.cross_entropy(new.species_head(h), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    right, total = 0, 0
+    for batch, frames, y in _batches(val, 512, None):
+        h, target = hidden_and_target(batch, frames, y, sample=False)
+        with torch.no_grad():
+            right += int((new.species_head(h).argmax(1) == target).sum())
+        total += len(frames)
+    return new, right / max(total, 1)

@@ -19,7 +19,12 @@ from invdesign.evaluate.reconstruction import match_rate_and_rmse
 from invdesign.featurize.elements import element_feature_table
 from invdesign.featurize.frames import crystal_frames
 from invdesign.featurize.graph import GraphConfig, featurize_structures, n_global_features
-from invdesign.generator import REFERENCE_FILE, REFERENCE_PROPERTIES_FILE, REFINE_STEPS, Generator
+from invdesign.generator import (
+    REFERENCE_FILE,
+    REFERENCE_PROPERTIES_FILE,
+    REFINE_STEPS,
+    Generator,
+)
 from invdesign.models.vae import CrystalVAE, VAEConfig, lattice_features
 from invdesign.plots import learning_curves
 from invdesign.properties import derive_all
@@ -71,13 +76,15 @@ def build_model(graphs_train: Sequence, frames_train: Sequence, y_train: np.ndar
     """A fresh VAE whose vocabulary, size limit and scalers come from the training part only."""
     elements = sorted({int(z) for f in frames_train for z in f.atomic_numbers})
     max_atoms = config.max_atoms or max(f.n_atoms for f in frames_train)
+    max_species = max(len(set(f.atomic_numbers.tolist())) for f in frames_train)
     arch = config.architecture
     model_config = VAEConfig(
         elements=tuple(elements), max_atoms=max_atoms,
         n_element_features=element_feature_table().shape[1],
         n_global_features=n_global_features(config.graph),
         n_conditions=len(config.conditions), latent=arch.latent, hidden=arch.hidden,
-        n_conv=arch.n_conv, cutoff=config.graph.cutoff, decoder_hidden=arch.decoder_hidden)
+        n_conv=arch.n_conv, cutoff=config.graph.cutoff, decoder_hidden=arch.decoder_hidden,
+        max_species=max_species)
     model = CrystalVAE(model_config, torch.from_numpy(element_feature_table()))
     glob = np.stack([g.global_features for g in graphs_train])
     lattice = lattice_features(torch.from_numpy(np.stack([f.lattice for f in frames_train])))
@@ -169,8 +176,9 @@ def save_vae_run(run: VAERun, out: str | Path, extra_meta: dict[str, Any] | None
     return out
 
 
-def held_out_structures(generator: Generator, data: str | Path | None = None) -> list:
-    """The test part of the split stored in a checkpoint, read from its training file."""
+def _checkpoint_data(generator: Generator, data: str | Path | None
+                     ) -> tuple[CrystalDataset, Split]:
+    """A checkpoint's training file, read as in training, and its stored split."""
     meta = generator.meta
     path = data or meta["data"]["path"]
     dataset = load_dataset(path, properties=generator.conditions or None,
@@ -179,7 +187,35 @@ def held_out_structures(generator: Generator, data: str | Path | None = None) ->
     if sum(split.sizes) != len(dataset):
         raise ValueError(f"{path} now has {len(dataset)} usable records; the checkpoint's split "
                          f"was made on {sum(split.sizes)}")
+    return dataset, split
+
+
+def held_out_structures(generator: Generator, data: str | Path | None = None) -> list:
+    """The test part of the split stored in a checkpoint, read from its training file."""
+    dataset, split = _checkpoint_data(generator, data)
     return [dataset[int(i)].structure for i in split.test]
+
+
+def checkpoint_examples(generator: Generator, data: str | Path | None = None, *,
+                        cache_dir: str | Path | None = None
+                        ) -> tuple[list[Example], list[Example]]:
+    """The training and validation examples of a checkpoint's stored split, standardised with
+    its own scalers (to fit parts added after training)."""
+    dataset, split = _checkpoint_data(generator, data)
+    graphs = featurize_structures(dataset.structures, generator.graph_config,
+                                  cache_dir=cache_dir)
+    frames = crystal_frames(dataset.structures)
+    names = generator.conditions
+    y = (generator.standardise(dataset.targets(names)).astype(np.float32) if names
+         else np.zeros((len(dataset), 0), np.float32))
+    config = generator.config
+
+    def examples(idx: np.ndarray) -> list[Example]:
+        return [Example(graphs[i], frames[i], y[i]) for i in idx
+                if frames[i].n_atoms <= config.max_atoms
+                and np.isin(frames[i].atomic_numbers, config.elements).all()]
+
+    return examples(split.train), examples(split.val)
 
 
 def evaluate_reconstruction(generator: Generator, structures: Sequence, *,
