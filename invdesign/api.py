@@ -403,13 +403,17 @@ class _Search:
             self.evaluate(z)
 
     def cmaes(self, starts: np.ndarray, budget: int, seed: int, runs: int = 8) -> None:
-        """Several short CMA-ES runs from the best starting points, for diversity."""
+        """Short CMA-ES runs from the best starting points in turn, for diversity, restarted
+        from the next start whenever one converges early, until `budget` is spent."""
         if budget <= 0:
             return
         per_run = max(64, budget // runs)
-        for r in range(runs):
-            cma_es(self.evaluate, starts[r % len(starts)], radius=self.radius,
-                   sigma0=0.7, budget=per_run, popsize=16, seed=seed + r)
+        end = self.evaluated + budget
+        for r in range(4 * runs):  # bounded: a run always evaluates at least one population
+            if self.evaluated >= end:
+                break
+            cma_es(self.evaluate, starts[r % len(starts)], radius=self.radius, sigma0=0.7,
+                   budget=min(per_run, end - self.evaluated), popsize=16, seed=seed + r)
 
 
 def _quick_valid(structure: Structure) -> bool:

@@ -207,11 +207,11 @@ class Generator:
             logits[:, ~self.allowed_columns(elements), 1:] = -np.inf
         n_species = (None if out.species_logits is None
                      else out.species_logits.numpy().argmax(1) + 1)
-        counts = composition_from_logits(logits, n_species)  # (B, V)
+        limit = min(max_atoms or self.config.max_atoms, self.config.max_atoms)
+        counts = composition_from_logits(logits, n_species, max_total=limit)  # (B, V)
         vocab = self.model.vocab.numpy()
         coords = out.coords.numpy()
         lattice = self.model.lattice_parameters(out.lattice).numpy()
-        limit = min(max_atoms or self.config.max_atoms, self.config.max_atoms)
         structures: list[Structure | None] = []
         for i, row in enumerate(counts):
             present = np.flatnonzero(row)
@@ -253,15 +253,16 @@ class Generator:
         return self.decode(z, y, elements=elements, max_atoms=max_atoms), z, y
 
 
-def composition_from_logits(logits: np.ndarray,
-                            n_species: np.ndarray | None = None) -> np.ndarray:
+def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = None,
+                            max_total: int | None = None) -> np.ndarray:
     """Counts (B, V) from count logits (B, V, M + 1), decoded jointly rather than per element.
 
     The number of species is `n_species` (B,) where the model predicts it, else the expected
     number of present elements, sum_v P(count_v > 0) (rounded, at least 1); the most probably
     present elements are kept, each with its most probable non-zero count. Independent
     per-element argmaxes would drop every element whose presence is below one half, which off
-    the data manifold leaves most cells empty.
+    the data manifold leaves most cells empty. With `max_total`, counts are then lowered,
+    cheapest first in log-probability, until the cell has at most that many atoms.
     """
     shifted = logits - logits.max(-1, keepdims=True)
     probs = np.exp(shifted)
@@ -277,4 +278,18 @@ def composition_from_logits(logits: np.ndarray,
         chosen = order[i, :k]
         chosen = chosen[np.isfinite(logits[i, chosen, 1:]).any(-1)]  # allowed elements only
         counts[i, chosen] = nonzero[i, chosen]
+        if max_total is not None and len(chosen) <= max_total:
+            _cap_total(counts[i], logits[i], chosen, max_total)
     return counts
+
+
+def _cap_total(counts: np.ndarray, logits: np.ndarray, chosen: np.ndarray,
+               max_total: int) -> None:
+    """Lower counts (in place, each >= 1) until they sum to at most `max_total`, each time
+    taking the step that costs the least log-probability."""
+    while counts[chosen].sum() > max_total:
+        reducible = chosen[counts[chosen] > 1]
+        c = counts[reducible]
+        cost = logits[reducible, c] - logits[reducible, c - 1]
+        j = reducible[np.argmin(cost)]
+        counts[j] -= 1

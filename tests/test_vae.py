@@ -221,6 +221,9 @@ def test_composition_decoding_follows_the_number_of_elements():
     assert composition_from_logits(logits)[0].tolist() == [2, 0, 0, 0]
     counts = composition_from_logits(logits, n_species=np.array([2, 1]))
     assert counts.tolist() == [[2, 1, 0, 0], [2, 0, 0, 0]]
+    logits[:, 1, 3] = 0.9  # element 1: three atoms, else one
+    capped = composition_from_logits(logits, n_species=np.array([2, 2]), max_total=3)
+    assert capped.tolist() == [[2, 1, 0, 0]] * 2  # 2 + 3 atoms cut to the likeliest 3
 
 
 def test_trained_model_predicts_the_number_of_elements(trained):
