@@ -196,6 +196,14 @@ def held_out_structures(generator: Generator, data: str | Path | None = None) ->
     return [dataset[int(i)].structure for i in split.test]
 
 
+def checkpoint_split_structures(generator: Generator, data: str | Path | None = None
+                                ) -> tuple[list, list]:
+    """The training and test structures of the split stored in a checkpoint."""
+    dataset, split = _checkpoint_data(generator, data)
+    return ([dataset[int(i)].structure for i in split.train],
+            [dataset[int(i)].structure for i in split.test])
+
+
 def checkpoint_examples(generator: Generator, data: str | Path | None = None, *,
                         cache_dir: str | Path | None = None
                         ) -> tuple[list[Example], list[Example]]:
