@@ -24,6 +24,7 @@ import torch
 from invdesign.api import Designer
 from invdesign.design.random_search import random_structures
 from invdesign.design.scoring import Scorer
+from invdesign.validity import check_structures
 
 TOP = 50
 PERCENTILES = {"SR5": 95, "SR10": 90, "SR15": 85}
@@ -51,13 +52,13 @@ def vun_objective(designer: Designer, structures, scorer: Scorer) -> tuple[np.nd
     (plausible, in the surrogate's domain, valid; uniqueness among those; novel); and their
     count."""
     t = designer.assess(structures, prefix="x", scorer=scorer).table
-    eligible = (t["valid"] & t["plausible"] & t.get("in_domain", False)).to_numpy(dtype=bool)
-    kept = [s for s, ok in zip(structures, eligible, strict=True) if ok]
-    if not kept:
+    eligible = np.flatnonzero(
+        (t["valid"] & t["plausible"] & t.get("in_domain", False)).to_numpy(dtype=bool))
+    if not len(eligible):
         return np.zeros(0), 0
-    t = designer.assess(kept, prefix="x", scorer=scorer).table
-    keep = (t["unique"] & t["novel"].fillna(False).astype(bool)).to_numpy(dtype=bool)
-    return t["objective"].to_numpy(dtype=float)[keep], int(keep.sum())
+    flags = check_structures([structures[i] for i in eligible], reference=designer.reference)
+    keep = (flags["unique"] & flags["novel"].fillna(False).astype(bool)).to_numpy(dtype=bool)
+    return t["objective"].to_numpy(dtype=float)[eligible][keep], int(keep.sum())
 
 
 def run_objective(designer: Designer, objective: str, elements: list[str], args) -> dict:

@@ -40,6 +40,11 @@ class CrystalFrame:
     def n_atoms(self) -> int:
         return len(self.atomic_numbers)
 
+    @property
+    def n_species(self) -> int:
+        """Number of distinct elements."""
+        return len(np.unique(self.atomic_numbers))
+
 
 def slot_order(z: Sequence[int] | np.ndarray) -> np.ndarray:
     """Permutation putting atoms in decoder slot order: species by ascending count, ties

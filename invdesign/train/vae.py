@@ -189,7 +189,7 @@ def fit_species_head(model: CrystalVAE, train: Sequence[Example], val: Sequence[
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    max_species = max(len(set(e.frame.atomic_numbers.tolist())) for e in train)
+    max_species = max(e.frame.n_species for e in train)
     new = CrystalVAE(replace(model.config, max_species=max_species))
     new.condition_bank = model.condition_bank.clone()
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
@@ -205,7 +205,7 @@ def fit_species_head(model: CrystalVAE, train: Sequence[Example], val: Sequence[
             y_hat = new.predict_conditions(z)
             y_in = torch.where(torch.isnan(y), y_hat, y)
             h = new.decoder(torch.cat([z, y_in], dim=1))
-        target = torch.tensor([len(set(f.atomic_numbers.tolist())) - 1 for f in frames])
+        target = torch.tensor([f.n_species - 1 for f in frames])
         return h, target.clamp(max=max_species - 1)
 
     for _ in range(epochs):

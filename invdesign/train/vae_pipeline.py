@@ -76,7 +76,7 @@ def build_model(graphs_train: Sequence, frames_train: Sequence, y_train: np.ndar
     """A fresh VAE whose vocabulary, size limit and scalers come from the training part only."""
     elements = sorted({int(z) for f in frames_train for z in f.atomic_numbers})
     max_atoms = config.max_atoms or max(f.n_atoms for f in frames_train)
-    max_species = max(len(set(f.atomic_numbers.tolist())) for f in frames_train)
+    max_species = max(f.n_species for f in frames_train)
     arch = config.architecture
     model_config = VAEConfig(
         elements=tuple(elements), max_atoms=max_atoms,
