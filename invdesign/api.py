@@ -238,7 +238,8 @@ class Designer:
     def _starting_points(self, scorer: Scorer, seed: int, k: int = 48) -> np.ndarray:
         """Encoded training structures that the property head rates best, plus prior draws."""
         rng = np.random.default_rng(seed)
-        prior = self.generator.sample(k // 3, seed=seed)[1]
+        # the Gaussian prior's wider draws spread the search (measured with it, issue #5)
+        prior = self.generator.sample(k // 3, seed=seed, prior="gaussian")[1]
         if not self._reference_structures:
             return prior
         pick = rng.choice(len(self._reference_structures),

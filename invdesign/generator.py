@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from invdesign.featurize.batch import collate
 from invdesign.featurize.frames import crystal_frames, frame_to_structure, slot_species
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
+from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.reconstruction import refine_latent
 from invdesign.models.vae import CrystalVAE, DecoderOutput, VAEConfig
 from invdesign.properties import canonical_name, is_known
@@ -28,8 +29,10 @@ from invdesign.surrogate import resolve_checkpoint, to_model_space, to_physical
 KIND = "vae"
 REFERENCE_FILE = "reference.npz"  # the training file's structures, for novelty checks
 REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and derived properties
+LATENT_PRIOR_FILE = "latent_prior.npz"  # mixture fitted to the training encodings
 REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
+Prior = Literal["auto", "fitted", "gaussian"]
 
 
 def _same_property(a: str, b: str) -> bool:
@@ -42,11 +45,13 @@ class Generator:
     """A property-conditioned crystal VAE with its featurisation and condition names."""
 
     def __init__(self, *, model: CrystalVAE, graph_config: GraphConfig,
-                 conditions: Sequence[str], meta: dict[str, Any] | None = None):
+                 conditions: Sequence[str], meta: dict[str, Any] | None = None,
+                 latent_prior: LatentMixture | None = None):
         self.model = model.eval()
         self.graph_config = graph_config
         self.conditions = list(conditions)
         self.meta = dict(meta or {})
+        self.latent_prior = latent_prior  # fitted p(z, y); None: sample the Gaussian prior
 
     @property
     def config(self) -> VAEConfig:
@@ -55,20 +60,30 @@ class Generator:
     @classmethod
     def load(cls, name_or_path: str | Path) -> Generator:
         """Load a checkpoint folder, or a shipped checkpoint by name (e.g. "vae-mp-binary")."""
-        payload = load_checkpoint(resolve_checkpoint(name_or_path), kind=KIND)
+        folder = resolve_checkpoint(name_or_path)
+        payload = load_checkpoint(folder, kind=KIND)
         config = payload["config"]
         model = CrystalVAE(VAEConfig.from_dict(config["model"]))
         state = payload["state_dicts"][0]
         model.condition_bank = torch.zeros_like(state["condition_bank"])
         model.load_state_dict(state)
+        prior_file = Path(folder) / LATENT_PRIOR_FILE
+        latent_prior = LatentMixture.load(prior_file) if prior_file.exists() else None
         return cls(model=model, graph_config=GraphConfig(**config["graph"]),
-                   conditions=config["conditions"], meta=payload["meta"])
+                   conditions=config["conditions"], meta=payload["meta"],
+                   latent_prior=latent_prior)
 
     def save(self, folder: str | Path) -> Path:
         config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
                   "model": self.config.to_dict()}
-        return save_checkpoint(folder, kind=KIND, config=config,
-                               state_dicts=[self.model.state_dict()], meta=self.meta)
+        folder = save_checkpoint(folder, kind=KIND, config=config,
+                                 state_dicts=[self.model.state_dict()], meta=self.meta)
+        prior_file = Path(folder) / LATENT_PRIOR_FILE
+        if self.latent_prior is not None:
+            self.latent_prior.save(prior_file)
+        elif prior_file.exists():
+            prior_file.unlink()
+        return folder
 
     # ----- conditions -------------------------------------------------------------------------
     def condition_index(self, name: str) -> int:
@@ -238,18 +253,30 @@ class Generator:
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
-               max_atoms: int | None = None) -> tuple[list[Structure | None], np.ndarray,
-                                                       np.ndarray]:
-        """Sample n crystals from p(x | y): y from `draw_conditions`, z ~ N(prior(y), T^2 I).
+               max_atoms: int | None = None, prior: Prior = "auto"
+               ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
+        """Sample n crystals from p(x | y), y from `draw_conditions`.
+
+        z comes from the mixture fitted to the training encodings, conditioned on y
+        (`prior="fitted"`; the default "auto" uses it when the checkpoint has one), or from the
+        VAE's own prior N(prior(y), I) (`prior="gaussian"`). `temperature` scales the noise.
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
         """
+        if prior not in ("auto", "fitted", "gaussian"):
+            raise ValueError(f"prior must be 'auto', 'fitted' or 'gaussian', got {prior!r}")
+        if prior == "fitted" and self.latent_prior is None:
+            raise ValueError("this checkpoint has no fitted latent prior; fit one with "
+                             "scripts/fit_latent_prior.py or use prior='gaussian'")
         rng = np.random.default_rng(seed)
         y = self.draw_conditions(n, conditions, rng)
-        with torch.no_grad():
-            mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
-        z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
+        if prior != "gaussian" and self.latent_prior is not None:
+            z = self.latent_prior.sample(y, rng, temperature)
+        else:
+            with torch.no_grad():
+                mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
+            z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
         return self.decode(z, y, elements=elements, max_atoms=max_atoms), z, y
 
 

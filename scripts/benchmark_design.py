@@ -85,7 +85,7 @@ def run_objective(designer: Designer, objective: str, elements: list[str], args)
     budget_s = result["both"]["seconds"]
     start = time.perf_counter()
     prior = designer.generator.sample(args.budget, seed=args.seed, elements=elements,
-                                      max_atoms=20)[0]
+                                      max_atoms=20, prior=args.prior)[0]
     values, n_vun = vun_objective(designer, prior, scorer)
     seconds = time.perf_counter() - start
     result["prior_sampling"] = {"seconds": seconds, "n": args.budget, "n_vun": n_vun,
@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--n-elements", type=int, default=30,
                         help="both searches use the most frequent training elements")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", default="gaussian", choices=["auto", "fitted", "gaussian"],
+                        help="latent prior of the prior-sampling baseline")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark_design.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()

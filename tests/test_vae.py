@@ -36,6 +36,7 @@ from invdesign.train.vae_pipeline import (
     VAERunConfig,
     checkpoint_examples,
     evaluate_reconstruction,
+    fit_checkpoint_latent_prior,
     held_out_structures,
     save_vae_run,
     train_generator,
@@ -170,6 +171,40 @@ def test_sampling_is_seeded_and_honours_element_and_size_limits(trained):
             assert {e.symbol for e in s.composition} == {"Cu"} and len(s) <= 4
     with pytest.raises(ValueError, match="vocabulary"):
         generator.sample(2, elements=["Au"])
+
+
+def test_training_fits_a_latent_prior_that_is_saved_and_sampled(trained):
+    run, folder, _ = trained
+    generator = run.generator
+    assert generator.latent_prior is not None
+    report = generator.meta["latent_prior"]
+    assert report["components"] == generator.latent_prior.n_components
+    assert report["n_train"] > 0 and report["val_log_likelihood"]
+    loaded = Generator.load(folder)
+    assert (folder / "latent_prior.npz").is_file()
+    a = generator.sample(12, seed=5, prior="fitted")
+    b = loaded.sample(12, seed=5)  # "auto" uses the fitted prior
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-5)
+    gaussian = loaded.sample(12, seed=5, prior="gaussian")[1]
+    assert not np.allclose(gaussian, b[1])
+    with pytest.raises(ValueError, match="prior must be"):
+        loaded.sample(2, prior="uniform")
+    loaded.latent_prior = None
+    with pytest.raises(ValueError, match="no fitted latent prior"):
+        loaded.sample(2, prior="fitted")
+    assert all(s is None or len(s) for s in loaded.sample(4, seed=1)[0])
+
+
+def test_latent_prior_is_fitted_on_an_older_checkpoints_split(trained, tmp_path):
+    _, folder, data = trained
+    older = Generator.load(folder)
+    older.latent_prior = None
+    older.save(tmp_path / "older")
+    assert not (tmp_path / "older" / "latent_prior.npz").exists()
+    report = fit_checkpoint_latent_prior(older, data)
+    assert older.latent_prior is not None and report["n_val"] > 0
+    assert older.latent_prior.latent == older.config.latent
+    assert older.latent_prior.n_conditions == len(older.conditions)
 
 
 def test_conditions_set_requested_values_and_ranges(trained):

@@ -25,6 +25,7 @@ from invdesign.generator import (
     REFINE_STEPS,
     Generator,
 )
+from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.vae import CrystalVAE, VAEConfig, lattice_features
 from invdesign.plots import learning_curves
 from invdesign.properties import derive_all
@@ -125,6 +126,8 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
 
     history = train_vae(model, examples(tr), examples(va), config.train, on_epoch=on_epoch)
     generator = Generator(model=model, graph_config=config.graph, conditions=config.conditions)
+    prior_report = fit_latent_prior(generator, *_decodable(generator, dataset, tr, y_std),
+                                    *_decodable(generator, dataset, va, y_std), seed=config.seed)
     best = history.best_epoch
     generator.meta = {
         "data": {"path": str(data), "sha256": file_sha256(data), "n_records": len(dataset),
@@ -134,8 +137,62 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
         "train_seconds": history.seconds,
         "best_epoch": best,
         "val_composition_accuracy": history.val_composition_accuracy[best] if best >= 0 else None,
+        "latent_prior": prior_report,
     }
     return VAERun(generator, split, history, dataset)
+
+
+def _decodable(generator: Generator, dataset: CrystalDataset, idx: np.ndarray,
+               y_std: np.ndarray) -> tuple[list, np.ndarray]:
+    """Structures at `idx` the decoder can represent (size, vocabulary) and their standardised
+    conditions."""
+    config = generator.config
+    keep = [int(i) for i in idx if len(dataset[int(i)].structure) <= config.max_atoms
+            and np.isin(dataset[int(i)].structure.atomic_numbers, config.elements).all()]
+    return [dataset[i].structure for i in keep], y_std[keep]
+
+
+def _encodings(generator: Generator, structures: Sequence, y_std: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and conditions; missing labels are filled by the property head, as in
+    training."""
+    mu = generator.encode(structures)[0]
+    y = np.array(y_std, dtype=np.float32).reshape(len(mu), -1)
+    if y.shape[1] and np.isnan(y).any():
+        with torch.no_grad():
+            head = generator.model.predict_conditions(torch.from_numpy(mu)).numpy()
+        y = np.where(np.isnan(y), head, y)
+    return mu, y
+
+
+def fit_latent_prior(generator: Generator, train: Sequence, y_train: np.ndarray,
+                     val: Sequence, y_val: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """Fit `generator.latent_prior` to the encodings of the training crystals, choosing the
+    number of components on the validation crystals; returns the report kept in the card."""
+    start = time.perf_counter()
+    z, y = _encodings(generator, train, y_train)
+    z_val, y_val = _encodings(generator, val, y_val)
+    mixture, scores = LatentMixture.fit(z, y, z_val=z_val, y_val=y_val, seed=seed)
+    generator.latent_prior = mixture
+    report = {"what": "Gaussian mixture over [z, y] of the training encodings (posterior means)",
+              "components": mixture.n_components, "n_train": len(z), "n_val": len(z_val),
+              "val_log_likelihood": {str(k): v for k, v in scores.items()},
+              "seconds": time.perf_counter() - start}
+    generator.meta["latent_prior"] = report
+    return report
+
+
+def fit_checkpoint_latent_prior(generator: Generator, data: str | Path | None = None
+                                ) -> dict[str, Any]:
+    """`fit_latent_prior` on the split stored in a checkpoint (for checkpoints trained
+    before the fitted prior existed)."""
+    dataset, split = _checkpoint_data(generator, data)
+    names = generator.conditions
+    y_std = (generator.standardise(dataset.targets(names)).astype(np.float32) if names
+             else np.zeros((len(dataset), 0), np.float32))
+    return fit_latent_prior(generator, *_decodable(generator, dataset, split.train, y_std),
+                            *_decodable(generator, dataset, split.val, y_std),
+                            seed=int(generator.meta.get("run_config", {}).get("seed", 0)))
 
 
 
