@@ -8,6 +8,10 @@ Prints markdown tables for BENCHMARKS.md; writes under --out the oracle CSVs (re
 skips structures already done), `comparison.csv`, `summary.json` and the calibration JSON.
 
     python scripts/benchmark_oracle.py --n 80 --workers 2 --out runs/oracle
+    # K and G agreement over every MP binary already labelled by `invdesign label` (no new
+    # oracle runs for them; --n and --max-atoms then select among the labelled ids):
+    python scripts/benchmark_oracle.py --labels checkpoints/oracle-labels/mp-binary-chgnet.csv \
+        --n 100000 --max-atoms 20 --references none --out runs/oracle_labels
     python scripts/benchmark_oracle.py --calculator emt --n 6 --workers 1 --out /tmp/oracle_smoke
 """
 
@@ -171,7 +175,7 @@ def evaluate_moduli(frame: pd.DataFrame, *, calculator: str, fit_split: str,
                 if calibration is None:
                     rows.append(cal | {"note": note})
                 else:
-                    pred = calibration.apply(sub[m], m)
+                    pred = calibration.apply_table(sub)[m]
                     rows.append(cal | agreement(pred, sub[DFT_COLUMN[m]]))
     return rows, calibration, note
 
@@ -293,6 +297,8 @@ def _sample(args: argparse.Namespace) -> pd.DataFrame:
 
         known = supported_elements(args.calculator)
         keep &= [{el.symbol for el in r.structure.composition} <= known for r in dataset]
+    if args.labels is not None:
+        keep &= np.isin(dataset.ids, args.labels["id"].to_numpy())
     good = np.flatnonzero(keep)
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.choice(good, size=min(args.n, len(good)), replace=False))
@@ -407,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="reference crystals: 'all', 'none' or comma-separated names")
     parser.add_argument("--reference-cell", choices=["primitive", "conventional"],
                         default="primitive")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="an `invdesign label` CSV of these binaries (same calculator and "
+                        "settings): sample only its ids and reuse its results")
     parser.add_argument("--calibration-out", type=Path, default=None,
                         help="calibration JSON (default: <out>/calibration.json)")
     parser.add_argument("--no-progress", action="store_true")
@@ -427,7 +436,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     _check_run_config(args.out, {"calculator": args.calculator, "temperature": args.temperature,
                                  "steps": args.steps, "reference_cell": args.reference_cell})
 
+    if args.labels is not None:
+        labels = pd.read_csv(args.labels)  # a snapshot: a running `label` may append to it
+        args.labels = labels.dropna(subset=["status"]).drop_duplicates("id", keep="last")
     sample = _sample(args)
+    if args.labels is not None:
+        args.labels[args.labels["id"].isin(sample["id"])].to_csv(args.out / MP_CSV, index=False)
     refs, ref_structures = _reference_structures(args.references, args.reference_cell)
     _note(f"oracle ({args.calculator}, {args.workers} worker(s)) on {len(sample)} MP binaries ...")
     mp = _oracle(list(zip(sample["id"], sample["structure"], strict=True)), args.out / MP_CSV,
@@ -444,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     moduli, calibration, note = evaluate_moduli(frame, calculator=args.calculator,
                                                 fit_split=split_text, source=args.data.name)
     for m in MODULI:
-        frame[m.split("_")[0] + "_calibrated"] = (calibration.apply(frame[m], m) if calibration
-                                                  else np.nan)
+        frame[m.split("_")[0] + "_calibrated"] = (calibration.apply_table(frame)[m]
+                                                  if calibration else np.nan)
 
     n_atoms = {**dict(zip(sample["id"], sample["n_atoms"], strict=True)),
                **{k: len(s) for k, s in ref_structures.items()}}
@@ -465,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # --- print -----------------------------------------------------------------------------
     n_cal, n_held = (int((frame["part"] == p).sum()) for p in (CALIBRATION, HELD_OUT))
     print(f"\n## Physics oracle benchmark ({date.today()}, calculator {args.calculator})\n")
+    if args.labels is not None:
+        print(f"Oracle results of the MP binaries: the label table (`invdesign label`), "
+              f"{len(args.labels)} labelled rows at the time of the run.\n")
     print(f"{len(frame)} MP binaries with <= {args.max_atoms} atoms sampled from "
           f"`{args.data.name}` (seed {args.seed}), split by reduced formula into a "
           f"{CALIBRATION} half ({n_cal}) and a {HELD_OUT} half ({n_held}); no formula is in both. "
@@ -475,9 +492,11 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"(raw oracle, both halves) are for context.\n")
     print(metrics_markdown(moduli))
     if calibration is not None:
-        print("\nCalibration (log10 M_dft = a log10 M_oracle + b, fitted on the "
-              f"{CALIBRATION} half): " + "; ".join(
-                  f"{f.modulus}: a = {f.slope:.3f}, b = {f.intercept:+.3f} ({f.n_pairs} pairs)"
+        print("\nCalibration (log10 M_dft = a log10 M_oracle + c log10 C_oracle + b, C the "
+              f"covariate, fitted on the {CALIBRATION} half): " + "; ".join(
+                  f"{f.modulus}: a = {f.slope:.3f}, "
+                  + (f"c = {f.covariate_slope:.3f} (C = {f.covariate}), " if f.covariate else "")
+                  + f"b = {f.intercept:+.3f} ({f.n_pairs} pairs)"
                   for f in calibration.fits))
     else:
         print(f"\nCalibration: {note.rstrip(')')} in the {CALIBRATION} half; at least "

@@ -48,8 +48,10 @@ def test_fit_recovers_known_log_linear_map():
     assert cal["K_vrh"].intercept == pytest.approx(0.08, abs=1e-9)
     assert cal["G_vrh"].slope == pytest.approx(0.8, abs=1e-9)
     assert cal["G_vrh"].intercept == pytest.approx(0.35, abs=1e-9)
+    assert cal["G_vrh"].covariate_slope == pytest.approx(0.0, abs=1e-9)  # K plays no part
     assert cal["G_vrh"].n_pairs == 40 and cal["G_vrh"].rmse_log10 < 1e-9
-    np.testing.assert_allclose(cal.apply(oracle["G_vrh"], "G_vrh"), dft["G_vrh"], rtol=1e-9)
+    np.testing.assert_allclose(cal.apply(oracle["G_vrh"], "G_vrh", oracle["K_vrh"]),
+                               dft["G_vrh"], rtol=1e-9)
     with pytest.raises(KeyError, match="no calibration for 'E'"):
         cal.apply([1.0], "E")
 
@@ -240,3 +242,24 @@ def test_reference_rows_and_stats(bench):
     assert bench.markdown_table(["a", "b"], [[1, "n/a"]]).splitlines() == \
         ["| a | b |", "|---|---|", "| 1 | n/a |"]
     assert bench.fmt(float("nan")) == "n/a" and bench.fmt(1.234, ".1f") == "1.2"
+
+
+def test_covariate_fit_recovers_a_two_regressor_map_and_needs_its_values(tmp_path):
+    oracle = _synthetic(60, seed=3)
+    dft_g = 10.0 ** (0.5 * np.log10(oracle["G_vrh"]) + 0.4 * np.log10(oracle["K_vrh"]) + 0.2)
+    dft = {"K_vrh": _linear_log(oracle["K_vrh"], 0.95, 0.08), "G_vrh": dft_g}
+    cal = Calibration.fit(oracle, dft, calculator="chgnet", fit_split="train")
+    g = cal["G_vrh"]
+    assert g.covariate == "K_vrh" and cal["K_vrh"].covariate == ""
+    assert (g.slope, g.covariate_slope, g.intercept) == pytest.approx((0.5, 0.4, 0.2), abs=1e-9)
+    table = cal.apply_table(oracle)
+    np.testing.assert_allclose(table["G_vrh"], dft_g, rtol=1e-9)
+    with pytest.raises(ValueError, match="also needs the oracle's K_vrh"):
+        cal.apply(oracle["G_vrh"], "G_vrh")
+    bad_k = oracle["K_vrh"].copy()
+    bad_k[0] = -1.0
+    assert np.isnan(cal.apply(oracle["G_vrh"], "G_vrh", bad_k)[0])
+    back = Calibration.load(cal.save(tmp_path / "cal.json"))
+    assert back == cal
+    one = Calibration.fit(oracle, dft, calculator="chgnet", fit_split="train", covariates={})
+    assert one["G_vrh"].covariate == "" and one["G_vrh"].covariate_slope == 0.0

@@ -3,8 +3,11 @@
 The machine-learned potentials behind the oracle are systematically soft (CHGNet underestimates
 G by tens of GPa), so a `Calibration` fits, per modulus,
 
-    log10 M_dft = slope * log10 M_oracle + intercept
+    log10 M_dft = slope * log10 M_oracle + covariate_slope * log10 C_oracle + intercept
 
+where the optional covariate C is another oracle modulus: by default G is calibrated with K as
+well (the potential's K is far more reliable than its G, and on 543 labelled MP binaries the
+second regressor lifted held-out Spearman of G from 0.84 to 0.88), K with itself only. It is fit
 on one set of structures (e.g. the calibration half of a composition split) and applies it to
 others. It is saved as JSON with its provenance so that it is never reported on the data it was
 fit to without saying so. `agreement` gives the usual comparison metrics (MAE in GPa and in
@@ -26,6 +29,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import spearmanr
 
 __all__ = [
+    "COVARIATES",
     "MIN_PAIRS",
     "MODULI",
     "Calibration",
@@ -36,8 +40,9 @@ __all__ = [
 
 MIN_PAIRS = 5  # fewest (oracle, DFT) pairs a fit accepts
 _FORMAT = "invdesign-oracle-calibration"
-_VERSION = 1
+_VERSION = 2
 MODULI: tuple[str, ...] = ("K_vrh", "G_vrh")
+COVARIATES: dict[str, str] = {"G_vrh": "K_vrh"}  # default second regressor per modulus
 
 
 def positive_pairs(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +77,7 @@ def agreement(predicted: ArrayLike, reference: ArrayLike) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class LogLinearFit:
-    """log10 y = slope * log10 x + intercept for one modulus.
+    """log10 y = slope * log10 x + covariate_slope * log10 c + intercept for one modulus.
 
     Attributes:
         modulus: Which modulus (an oracle CSV column: "K_vrh" or "G_vrh").
@@ -80,6 +85,8 @@ class LogLinearFit:
         intercept: Intercept in log10 space (log10 GPa).
         n_pairs: Pairs the fit used.
         rmse_log10: RMS residual of the fit on those pairs (in-sample), log10 GPa.
+        covariate: The oracle modulus used as a second regressor ("" for none).
+        covariate_slope: Its slope in log10 space.
     """
 
     modulus: str
@@ -87,33 +94,65 @@ class LogLinearFit:
     intercept: float
     n_pairs: int
     rmse_log10: float
+    covariate: str = ""
+    covariate_slope: float = 0.0
 
     @classmethod
-    def fit(cls, modulus: str, oracle_values: ArrayLike, dft_values: ArrayLike) -> LogLinearFit:
-        """Least-squares fit on the pairs where both values are finite and > 0.
+    def fit(cls, modulus: str, oracle_values: ArrayLike, dft_values: ArrayLike, *,
+            covariate: str = "", covariate_values: ArrayLike | None = None) -> LogLinearFit:
+        """Least-squares fit on the rows where every value is finite and > 0.
 
         Raises:
-            ValueError: Fewer than `MIN_PAIRS` usable pairs, or all oracle values equal.
+            ValueError: Fewer than `MIN_PAIRS` usable rows, all oracle values equal, or a
+                covariate named without values (or values without a name).
         """
-        x, y = positive_pairs(oracle_values, dft_values)
+        if bool(covariate) != (covariate_values is not None):
+            raise ValueError("give both a covariate name and its values, or neither")
+        x, y = np.asarray(oracle_values, float).ravel(), np.asarray(dft_values, float).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"need equally many values, got {len(x)} and {len(y)}")
+        c = (np.ones_like(x) if covariate_values is None
+             else np.asarray(covariate_values, float).ravel())
+        if c.shape != x.shape:
+            raise ValueError(f"need a covariate value per row, got {len(c)} for {len(x)}")
+        keep = _positive(x) & _positive(y) & _positive(c)
+        x, y, c = x[keep], y[keep], c[keep]
         if len(x) < MIN_PAIRS:
             raise ValueError(f"calibration of {modulus} needs at least {MIN_PAIRS} pairs of "
                              f"finite, positive values; got {len(x)}")
-        lx, ly = np.log10(x), np.log10(y)
+        lx, ly, lc = np.log10(x), np.log10(y), np.log10(c)
         if np.ptp(lx) == 0:
             raise ValueError(f"calibration of {modulus}: all {len(x)} oracle values are equal")
-        slope, intercept = np.polyfit(lx, ly, 1)
-        rmse = float(np.sqrt(np.mean((slope * lx + intercept - ly) ** 2)))
-        return cls(modulus=modulus, slope=float(slope), intercept=float(intercept),
-                   n_pairs=len(x), rmse_log10=rmse)
+        design = np.column_stack([lx, lc, np.ones_like(lx)] if covariate else
+                                 [lx, np.ones_like(lx)])
+        coef = np.linalg.lstsq(design, ly, rcond=None)[0]
+        rmse = float(np.sqrt(np.mean((design @ coef - ly) ** 2)))
+        return cls(modulus=modulus, slope=float(coef[0]), intercept=float(coef[-1]),
+                   n_pairs=len(x), rmse_log10=rmse, covariate=covariate,
+                   covariate_slope=float(coef[1]) if covariate else 0.0)
 
-    def apply(self, values: ArrayLike) -> np.ndarray:
-        """Calibrated values (GPa); NaN where a value is NaN, infinite or <= 0."""
+    def apply(self, values: ArrayLike, covariate_values: ArrayLike | None = None) -> np.ndarray:
+        """Calibrated values (GPa); NaN where a value (or its covariate) is NaN, infinite or
+        <= 0.
+
+        Raises:
+            ValueError: The fit has a covariate and no `covariate_values` are given.
+        """
         v = np.asarray(values, float)
+        if self.covariate and covariate_values is None:
+            raise ValueError(f"the calibration of {self.modulus} also needs the oracle's "
+                             f"{self.covariate}")
+        c = (np.ones_like(v) if not self.covariate
+             else np.broadcast_to(np.asarray(covariate_values, float), v.shape))
         out = np.full(v.shape, np.nan)
-        ok = np.isfinite(v) & (v > 0)
-        out[ok] = 10.0 ** (self.slope * np.log10(v[ok]) + self.intercept)
+        ok = _positive(v) & _positive(c)
+        out[ok] = 10.0 ** (self.slope * np.log10(v[ok])
+                           + self.covariate_slope * np.log10(c[ok]) + self.intercept)
         return out
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    return np.isfinite(values) & (values > 0)
 
 
 @dataclass(frozen=True)
@@ -137,7 +176,7 @@ class Calibration:
     @classmethod
     def fit(cls, oracle_values: Mapping[str, ArrayLike], dft_values: Mapping[str, ArrayLike], *,
             calculator: str, fit_split: str, moduli: Sequence[str] = MODULI,
-            source: str = "") -> Calibration:
+            covariates: Mapping[str, str] = COVARIATES, source: str = "") -> Calibration:
         """Fit one map per modulus.
 
         Args:
@@ -146,6 +185,8 @@ class Calibration:
             calculator: Potential behind the oracle values.
             fit_split: Description of the data fitted on (stored as provenance).
             moduli: Names to fit (keys of both mappings).
+            covariates: Modulus -> the oracle modulus used as its second regressor (a key of
+                `oracle_values`); moduli not listed are fitted on themselves only.
             source: Where the DFT values came from.
 
         Raises:
@@ -154,8 +195,12 @@ class Calibration:
         """
         if not moduli:
             raise ValueError("no moduli to calibrate")
-        fits = tuple(LogLinearFit.fit(m, oracle_values[m], dft_values[m]) for m in moduli)
-        return cls(fits=fits, calculator=calculator, fit_split=fit_split, source=source)
+        fits = []
+        for m in moduli:
+            cov = covariates.get(m, "")
+            fits.append(LogLinearFit.fit(m, oracle_values[m], dft_values[m], covariate=cov,
+                                         covariate_values=oracle_values[cov] if cov else None))
+        return cls(fits=tuple(fits), calculator=calculator, fit_split=fit_split, source=source)
 
     @property
     def moduli(self) -> tuple[str, ...]:
@@ -168,17 +213,28 @@ class Calibration:
                 return f
         raise KeyError(f"no calibration for {modulus!r} (have {', '.join(self.moduli)})")
 
-    def apply(self, values: ArrayLike, modulus: str) -> np.ndarray:
-        """Calibrated `modulus` values (GPa); NaN where a value is NaN, infinite or <= 0."""
-        return self[modulus].apply(values)
+    def apply(self, values: ArrayLike, modulus: str,
+              covariate_values: ArrayLike | None = None) -> np.ndarray:
+        """Calibrated `modulus` values (GPa); NaN where a value is NaN, infinite or <= 0.
+        A fit with a covariate needs its oracle values too (`apply_table` finds them)."""
+        return self[modulus].apply(values, covariate_values)
+
+    def apply_table(self, oracle_values: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+        """Every calibrated modulus from a table of oracle values (e.g. an oracle CSV)."""
+        return {f.modulus: f.apply(oracle_values[f.modulus],
+                                   oracle_values[f.covariate] if f.covariate else None)
+                for f in self.fits}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
         return {
             "format": _FORMAT,
             "version": _VERSION,
-            "model": "log10 M_dft = slope * log10 M_oracle + intercept",
+            "model": ("log10 M_dft = slope * log10 M_oracle + covariate_slope * log10 "
+                      "C_oracle + intercept"),
             "moduli": {f.modulus: {"slope": f.slope, "intercept": f.intercept,
+                                   "covariate": f.covariate,
+                                   "covariate_slope": f.covariate_slope,
                                    "n_pairs": f.n_pairs, "rmse_log10_in_sample": f.rmse_log10}
                        for f in self.fits},
             "provenance": {"calculator": self.calculator, "fit_split": self.fit_split,
@@ -201,11 +257,14 @@ class Calibration:
         fits = []
         for name, d in data["moduli"].items():
             slope, intercept = float(d["slope"]), float(d["intercept"])
-            if not (math.isfinite(slope) and math.isfinite(intercept)):
+            cov_slope = float(d.get("covariate_slope", 0.0))
+            if not all(math.isfinite(v) for v in (slope, intercept, cov_slope)):
                 raise ValueError(f"calibration of {name}: non-finite coefficients")
             fits.append(LogLinearFit(modulus=name, slope=slope, intercept=intercept,
                                      n_pairs=int(d["n_pairs"]),
-                                     rmse_log10=float(d.get("rmse_log10_in_sample", "nan"))))
+                                     rmse_log10=float(d.get("rmse_log10_in_sample", "nan")),
+                                     covariate=str(d.get("covariate", "")),
+                                     covariate_slope=cov_slope))
         prov = data.get("provenance", {})
         return cls(fits=tuple(fits), calculator=str(prov.get("calculator", "")),
                    fit_split=str(prov.get("fit_split", "")),
