@@ -28,6 +28,7 @@ from invdesign.generator import (
     REFERENCE_PROPERTIES_FILE,
     Condition,
     Generator,
+    Prior,
 )
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, Surrogate, resolve_checkpoint
@@ -99,13 +100,14 @@ class Designer:
 
     # ----- assessment -------------------------------------------------------------------------
     def assess(self, structures: Sequence[Structure | None], *, prefix: str = "cand",
-               scorer: Scorer | None = None) -> Candidates:
-        """Validity, uniqueness, novelty and predicted properties of decoded structures."""
+               scorer: Scorer | None = None, n_jobs: int = 1) -> Candidates:
+        """Validity, uniqueness, novelty and predicted properties of decoded structures
+        (`n_jobs` processes for the checks of large batches)."""
         decoded = np.array([s is not None for s in structures], dtype=bool)
         table = pd.DataFrame({"id": [f"{prefix}-{i:05d}" for i in range(len(structures))]})
         table["decoded"] = decoded
         flags = check_structures([s for s in structures if s is not None],
-                                 reference=self.reference)
+                                 reference=self.reference, n_jobs=n_jobs)
         full = pd.DataFrame(index=range(len(structures)), columns=flags.columns)
         full.loc[decoded] = flags.to_numpy()
         full.loc[~decoded, ["struct_valid", "comp_valid", "valid", "unique", "novel",
@@ -157,15 +159,16 @@ class Designer:
     # ----- sampling ---------------------------------------------------------------------------
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
-               elements: Iterable[str] | None = None, max_atoms: int | None = None
-               ) -> Candidates:
-        """n crystals from p(x | conditions), each assessed (see `assess`)."""
+               elements: Iterable[str] | None = None, max_atoms: int | None = None,
+               prior: Prior = "auto", n_jobs: int = 1) -> Candidates:
+        """n crystals from p(x | conditions), each assessed (see `assess`); `prior` as in
+        `Generator.sample`."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         structures, _, y = self.generator.sample(n, conditions, seed=seed,
                                                  temperature=temperature, elements=elements,
-                                                 max_atoms=max_atoms)
-        cands = self.assess(structures, prefix="sample")
+                                                 max_atoms=max_atoms, prior=prior)
+        cands = self.assess(structures, prefix="sample", n_jobs=n_jobs)
         requested = self.generator.to_physical(y)
         for j, name in enumerate(self.generator.conditions):
             cands.table[f"requested_{name}"] = requested[:, j]

@@ -197,6 +197,10 @@ def sample(
     surrogate: Annotated[str | None, typer.Option(
         help="Also predict properties with this surrogate checkpoint.")] = None,
     files: Annotated[bool, typer.Option(help="Write one CIF per candidate.")] = True,
+    prior: Annotated[str, typer.Option(
+        help="Latent prior: auto (the fitted mixture when the checkpoint has one), fitted or "
+             "gaussian.")] = "auto",
+    jobs: Annotated[int, typer.Option(help="Processes for the checks of large batches.")] = 2,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign.api import Designer
@@ -205,7 +209,7 @@ def sample(
     try:
         designer = Designer.load(model, surrogate=surrogate)
         cands = designer.sample(n, conditions=conditions or None, seed=seed,
-                                temperature=temperature)
+                                temperature=temperature, prior=prior, n_jobs=jobs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     if files:

@@ -356,3 +356,19 @@ def test_bond_ratio_threshold_keeps_nearly_every_mp_binary(shared_data):
                         / "mp-binary-pbe-elasticity-dev.json.gz", properties=[])
     below = [r.id for r in data if min_bond_ratio(r.structure) < MIN_BOND_RATIO]
     assert below == ["mp-985281"]  # CsIr, 0.61: the one known crystal the guard would reject
+
+
+def test_parallel_checks_give_the_same_table(nacl, monkeypatch):
+    from invdesign.validity import report, uniqueness
+
+    monkeypatch.setattr(report, "PARALLEL_MIN_ITEMS", 2)
+    monkeypatch.setattr(uniqueness, "PARALLEL_MIN_SHARED", 2)
+    rng = np.random.default_rng(5)
+    bases = [nacl, nacl * (1, 1, 2), perovskite(3.9, "Sr", "Ti", "O"),
+             perovskite(4.1, "Ba", "Ti", "O")]
+    batch = [_perturbed(b, rng, s) for b in bases for s in (0.02, 0.3, 0.6, 0.02)]
+    batch.insert(3, "not a structure")
+    serial = check_structures(batch, reference=[nacl])
+    parallel = check_structures(batch, reference=[nacl], n_jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert 0 < serial["unique"].sum() < len(batch) - 1

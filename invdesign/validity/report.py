@@ -24,11 +24,13 @@ from invdesign.validity.uniqueness import (
     PreparedStructure,
     ReferenceIndex,
     prepare_structure,
+    process_pool,
     unique_mask,
 )
 
 logger = logging.getLogger(__name__)
 
+PARALLEL_MIN_ITEMS = 2000  # batch size from which `n_jobs` > 1 pays for its processes
 COLUMNS = ("formula", "n_atoms", "struct_valid", "comp_valid", "valid", "unique", "novel",
            "reason", "struct_valid_cdvae")
 
@@ -105,6 +107,11 @@ def _check_one(item: Any,
     return row, prepare_structure(structure)
 
 
+def _check_chunk(items: list[Any], config: ValidityConfig
+                 ) -> list[tuple[dict[str, Any], PreparedStructure | None]]:
+    return [_check_one(item, config) for item in items]
+
+
 def _iterate(items: Sequence[Any], progress: bool) -> Iterable[Any]:
     if not progress:
         return items
@@ -119,6 +126,7 @@ def check_structures(
     reference: ReferenceIndex | Iterable[Structure] | None = None,
     config: ValidityConfig | None = None,
     progress: bool = False,
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Validity, uniqueness and novelty of every structure in a batch.
 
@@ -130,6 +138,8 @@ def check_structures(
             it the `novel` column is missing values (pandas ``NA``).
         config: Check thresholds; defaults as in `ValidityConfig`.
         progress: Show a progress bar (rich).
+        n_jobs: Worker processes for batches of at least `PARALLEL_MIN_ITEMS` (validity) and
+            for the uniqueness check (`unique_mask`); the table does not depend on it.
 
     Returns:
         One row per input with columns `COLUMNS`: `struct_valid` (ours: distances incl.
@@ -139,18 +149,23 @@ def check_structures(
         `struct_valid_cdvae` (CDVAE's structural criterion).
     """
     config = config or ValidityConfig()
-    rows, prepared = [], []
-    for item in _iterate(structures, progress):
-        row, ready = _check_one(item, config)
-        rows.append(row)
-        prepared.append(ready)
+    if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ITEMS:
+        size = -(-len(structures) // (4 * n_jobs))
+        chunks = [list(structures[i:i + size]) for i in range(0, len(structures), size)]
+        with process_pool(n_jobs) as pool:
+            checked = [pair for part in pool.map(_check_chunk, chunks, [config] * len(chunks))
+                       for pair in part]
+    else:
+        checked = [_check_one(item, config) for item in _iterate(structures, progress)]
+    rows = [row for row, _ in checked]
+    prepared = [ready for _, ready in checked]
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS
                                         if c not in ("valid", "unique", "novel")])
     table["valid"] = table["struct_valid"] & table["comp_valid"]
     usable = [i for i, p in enumerate(prepared) if p is not None]
     items = [prepared[i] for i in usable]
     unique = np.zeros(len(table), dtype=bool)
-    unique[usable] = unique_mask(items, settings=config.match)
+    unique[usable] = unique_mask(items, settings=config.match, n_jobs=n_jobs)
     table["unique"] = unique
     if reference is None:
         table["novel"] = pd.array([pd.NA] * len(table), dtype="boolean")

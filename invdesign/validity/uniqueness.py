@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, reduce
 
@@ -219,15 +221,31 @@ class ReferenceIndex:
                          for item in items], dtype=bool)
 
 
+def process_pool(n_jobs: int) -> ProcessPoolExecutor:
+    """Worker processes for batch checks (forked where the platform allows: no re-imports)."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ProcessPoolExecutor(n_jobs, mp_context=context)
+
+
+PARALLEL_MIN_SHARED = 500  # structures sharing compositions before `n_jobs` > 1 pays off
+
+
 def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
-                settings: MatchSettings | None = None) -> np.ndarray:
+                settings: MatchSettings | None = None, n_jobs: int = 1) -> np.ndarray:
     """Boolean mask: True for the first occurrence of each distinct structure in a batch.
 
     A structure is compared with the distinct structures before it (with the same prefilter
     key); structures that cannot be compared (empty, non-finite or singular lattice) get False.
+    With `n_jobs` > 1, compositions are split over that many processes (they never match across
+    compositions, so the mask is the same) when at least `PARALLEL_MIN_SHARED` structures
+    share a composition with another.
     """
     items = [prepare_structure(s) for s in structures]
     shared = Counter(item.comp_hash for item in items if item.comp_hash is not None)
+    n_shared = sum(c for c in shared.values() if c > 1)
+    if n_jobs > 1 and n_shared >= PARALLEL_MIN_SHARED:
+        return _unique_mask_parallel(items, shared, settings, n_jobs)
     seen = ReferenceIndex(settings=settings)
     mask = np.zeros(len(items), dtype=bool)
     for i, item in enumerate(items):
@@ -239,6 +257,35 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
             mask[i] = True
             seen.add(item)
     return mask
+
+
+def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
+                          settings: MatchSettings | None, n_jobs: int) -> np.ndarray:
+    """`unique_mask` with whole compositions dealt to `n_jobs` processes."""
+    mask = np.array([item.comp_hash is not None and shared[item.comp_hash] == 1
+                     for item in items], dtype=bool)
+    groups: dict[Hashable, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.comp_hash is not None and shared[item.comp_hash] > 1:
+            groups.setdefault(item.comp_hash, []).append(i)
+    # largest groups first, each to the least loaded bin; cost grows about as size squared
+    bins: list[list[int]] = [[] for _ in range(n_jobs)]
+    load = [0] * n_jobs
+    for members in sorted(groups.values(), key=len, reverse=True):
+        j = load.index(min(load))
+        bins[j].extend(members)
+        load[j] += len(members) ** 2
+    bins = [sorted(b) for b in bins if b]
+    with process_pool(len(bins)) as pool:
+        parts = pool.map(_unique_part, [[items[i] for i in b] for b in bins],
+                         [settings] * len(bins))
+        for indices, part in zip(bins, parts, strict=True):
+            mask[indices] = part
+    return mask
+
+
+def _unique_part(items: list[PreparedStructure], settings: MatchSettings | None) -> np.ndarray:
+    return unique_mask(items, settings=settings)
 
 
 def novel_mask(structures: Sequence[Structure | PreparedStructure],
