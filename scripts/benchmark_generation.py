@@ -14,6 +14,7 @@ test split of this size (COV-P falls and COV-R rises as the test split shrinks).
     python scripts/benchmark_generation.py --out runs/benchmark_generation.json
     python scripts/benchmark_generation.py --models vae-mp-binary --n-samples 500
     python scripts/benchmark_generation.py --reconstruction-only
+    python scripts/benchmark_generation.py --throughput-only --jobs 2
 
 Reconstruction encodes with latent refinement (`--refine-steps`, our encoder) and also reports
 the one-shot encoder alone, CDVAE's protocol.
@@ -146,6 +147,9 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
     test = held_out_structures(designer.generator)
     result: dict[str, object] = {"model": name, "split": meta["split"]["sizes"],
                                  "train_seconds": meta.get("train_seconds")}
+    if args.throughput_only:
+        result["throughput"] = throughput(designer, args.throughput_n, args.jobs)
+        return result
     result["reconstruction"] = evaluate_reconstruction(designer.generator, test,
                                                        refine_steps=args.refine_steps)
     if args.reconstruction_only:
@@ -236,6 +240,8 @@ def main() -> None:
                         help="latent refinement steps when reconstructing (0: one-shot only)")
     parser.add_argument("--reconstruction-only", action="store_true",
                         help="only the reconstruction table")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the sampling throughput (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
@@ -244,6 +250,8 @@ def main() -> None:
         print(json.dumps(results[name], indent=1, default=float), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, default=float))
+    if args.throughput_only:
+        return
     if args.reconstruction_only:
         print(reconstruction_markdown(results))
     else:
