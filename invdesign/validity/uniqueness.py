@@ -130,6 +130,17 @@ class PreparedStructure:
             logger.debug("cell reduction failed (%s); matching the unreduced cell", exc)
             return Structure.from_sites(self.structure)
 
+    @cached_property
+    def shape(self) -> np.ndarray:
+        """Scale-free cell descriptor (reduced lengths over the cube root of the volume per
+        site, angles in radians); only orders candidates, never decides a match."""
+        reduced = self.reduced
+        if reduced is None:
+            return np.zeros(6)
+        scale = (reduced.volume / len(reduced)) ** (1 / 3)
+        return np.r_[np.array(reduced.lattice.abc) / scale,
+                     np.radians(reduced.lattice.angles)]
+
     @property
     def key(self) -> PrefilterKey | None:
         """Prefilter key (composition hash, sites in the reduced cell); reduces on first use."""
@@ -159,7 +170,7 @@ class ReferenceIndex:
         self.settings = settings or MatchSettings()
         self._matcher = self.settings.matcher()
         self._by_composition: dict[Hashable, list[tuple[int, PreparedStructure]]] = {}
-        self._by_size: dict[Hashable, dict[int, list[tuple[int, Structure]]]] = {}
+        self._by_size: dict[Hashable, dict[int, list[tuple[int, PreparedStructure]]]] = {}
         self._size = 0
         for structure in structures:
             self.add(structure)
@@ -176,32 +187,42 @@ class ReferenceIndex:
             self._by_composition.setdefault(item.comp_hash, []).append((index, item))
             by_size = self._by_size.get(item.comp_hash)
             if by_size is not None and item.key is not None:
-                by_size.setdefault(item.key[1], []).append((index, item.reduced))
+                by_size.setdefault(item.key[1], []).append((index, item))
         return index
 
     def has_composition(self, structure: Structure | PreparedStructure) -> bool:
         """Whether some indexed structure has the same composition (no reduction needed)."""
         return prepare_structure(structure).comp_hash in self._by_composition
 
-    def _candidates(self, item: PreparedStructure) -> list[tuple[int, Structure]]:
-        """Indexed (index, reduced cell) sharing `item`'s prefilter key, in insertion order."""
+    def _candidates(self, item: PreparedStructure) -> list[tuple[int, PreparedStructure]]:
+        """Indexed (index, structure) sharing `item`'s prefilter key, in insertion order."""
         by_size = self._by_size.get(item.comp_hash)
         if by_size is None:
             by_size = {}
             for index, member in self._by_composition[item.comp_hash]:
                 if member.key is not None:
-                    by_size.setdefault(member.key[1], []).append((index, member.reduced))
+                    by_size.setdefault(member.key[1], []).append((index, member))
             self._by_size[item.comp_hash] = by_size
         return by_size.get(item.key[1], []) if item.key is not None else []
 
     def find(self, structure: Structure | PreparedStructure) -> int | None:
-        """Index of the first indexed structure that matches, or None."""
+        """Index of an indexed structure that matches, or None.
+
+        Candidates are tried most similar cell first, so a duplicate usually matches at the
+        first `fit`; which of several matching structures is returned is not specified.
+        """
         item = prepare_structure(structure)
         if item.comp_hash is None or item.comp_hash not in self._by_composition:
             return None
-        for index, reference in self._candidates(item):
+        candidates = self._candidates(item)
+        if len(candidates) > 1:
+            shapes = np.array([member.shape for _, member in candidates])
+            order = np.argsort(np.abs(shapes - item.shape).sum(1), kind="stable")
+            candidates = [candidates[i] for i in order]
+        for index, member in candidates:
             try:
-                if self._matcher.fit(reference, item.reduced, skip_structure_reduction=True):
+                if self._matcher.fit(member.reduced, item.reduced,
+                                     skip_structure_reduction=True):
                     return index
             except Exception as exc:  # a failed comparison means "not shown to match"
                 logger.debug("StructureMatcher.fit failed (%s)", exc)
