@@ -37,6 +37,7 @@ from invdesign.validity import (
     ReferenceIndex,
     check_structures,
     min_bond_ratio,
+    min_bond_ratios,
     structure_validity,
 )
 
@@ -121,7 +122,7 @@ class Designer:
         table = pd.concat([table, full], axis=1)
         ok = [i for i, s in enumerate(structures) if s is not None and table.at[i, "struct_valid"]]
         ratio = np.full(len(structures), np.nan)
-        ratio[ok] = [min_bond_ratio(structures[i]) for i in ok]
+        ratio[ok] = min_bond_ratios([structures[i] for i in ok], n_jobs=n_jobs)
         table["bond_ratio"] = ratio
         table["plausible"] = ratio >= MIN_BOND_RATIO
         if self.surrogate is not None and ok:

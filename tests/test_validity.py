@@ -359,9 +359,10 @@ def test_bond_ratio_threshold_keeps_nearly_every_mp_binary(shared_data):
 
 
 def test_parallel_checks_give_the_same_table(nacl, monkeypatch):
-    from invdesign.validity import report, uniqueness
+    from invdesign.validity import geometry, report, uniqueness
 
     monkeypatch.setattr(report, "PARALLEL_MIN_ITEMS", 2)
+    monkeypatch.setattr(geometry, "PARALLEL_MIN_ITEMS", 2)
     monkeypatch.setattr(uniqueness, "PARALLEL_MIN_SHARED", 2)
     rng = np.random.default_rng(5)
     bases = [nacl, nacl * (1, 1, 2), perovskite(3.9, "Sr", "Ti", "O"),
@@ -372,3 +373,7 @@ def test_parallel_checks_give_the_same_table(nacl, monkeypatch):
     parallel = check_structures(batch, reference=[nacl], n_jobs=2)
     pd.testing.assert_frame_equal(serial, parallel)
     assert 0 < serial["unique"].sum() < len(batch) - 1
+    assert 0 < serial["novel"].sum() < len(batch) - 1  # the NaCl cells are not novel
+    structures = [s for s in batch if isinstance(s, Structure)]
+    np.testing.assert_array_equal(geometry.min_bond_ratios(structures, n_jobs=2),
+                                  [geometry.min_bond_ratio(s) for s in structures])

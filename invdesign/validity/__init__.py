@@ -19,6 +19,7 @@ from invdesign.validity.geometry import (
     MIN_VOLUME_PER_ATOM,
     cdvae_structure_valid,
     min_bond_ratio,
+    min_bond_ratios,
     structure_validity,
 )
 from invdesign.validity.report import COLUMNS, ValidityConfig, check_structures, validity_rates
@@ -49,6 +50,7 @@ __all__ = [
     "composition_key",
     "composition_validity",
     "min_bond_ratio",
+    "min_bond_ratios",
     "novel_mask",
     "prepare_structure",
     "structure_validity",

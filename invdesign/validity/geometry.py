@@ -18,6 +18,7 @@ Two criteria are computed in one call:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from pymatgen.core import Structure
@@ -140,3 +141,20 @@ def min_bond_ratio(structure: Structure) -> float:
     z = np.array(structure.atomic_numbers)
     ratio = dist[keep] / (_RADII[z[center[keep]]] + _RADII[z[neighbor[keep]]])
     return float(ratio.min())
+
+
+PARALLEL_MIN_ITEMS = 2000  # batch size from which worker processes pay for themselves
+
+
+def min_bond_ratios(structures: Sequence[Structure], *, n_jobs: int = 1) -> np.ndarray:
+    """`min_bond_ratio` of each structure; `n_jobs` processes for batches of at least
+    `PARALLEL_MIN_ITEMS`."""
+    if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ITEMS:
+        from invdesign.validity.parallel import map_chunks
+
+        return np.array(map_chunks(_bond_ratio_chunk, structures, n_jobs), dtype=float)
+    return np.array(_bond_ratio_chunk(list(structures)), dtype=float)
+
+
+def _bond_ratio_chunk(structures: list[Structure]) -> list[float]:
+    return [min_bond_ratio(s) for s in structures]

@@ -6,6 +6,7 @@ import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,12 @@ from invdesign.validity.geometry import (
     MIN_VOLUME_PER_ATOM,
     structure_validity,
 )
+from invdesign.validity.parallel import map_chunks
 from invdesign.validity.uniqueness import (
     MatchSettings,
     PreparedStructure,
     ReferenceIndex,
     prepare_structure,
-    process_pool,
     unique_mask,
 )
 
@@ -107,7 +108,7 @@ def _check_one(item: Any,
     return row, prepare_structure(structure)
 
 
-def _check_chunk(items: list[Any], config: ValidityConfig
+def _check_chunk(items: list[Any], *, config: ValidityConfig
                  ) -> list[tuple[dict[str, Any], PreparedStructure | None]]:
     return [_check_one(item, config) for item in items]
 
@@ -150,11 +151,7 @@ def check_structures(
     """
     config = config or ValidityConfig()
     if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ITEMS:
-        size = -(-len(structures) // (4 * n_jobs))
-        chunks = [list(structures[i:i + size]) for i in range(0, len(structures), size)]
-        with process_pool(n_jobs) as pool:
-            checked = [pair for part in pool.map(_check_chunk, chunks, [config] * len(chunks))
-                       for pair in part]
+        checked = map_chunks(partial(_check_chunk, config=config), structures, n_jobs)
     else:
         checked = [_check_one(item, config) for item in _iterate(structures, progress)]
     rows = [row for row, _ in checked]
@@ -173,7 +170,7 @@ def check_structures(
         index = (reference if isinstance(reference, ReferenceIndex)
                  else ReferenceIndex(reference, settings=config.match))
         novel = np.zeros(len(table), dtype=bool)
-        novel[usable] = index.novel_mask(items)
+        novel[usable] = index.novel_mask(items, n_jobs=n_jobs)
         table["novel"] = novel
     logger.info("checked %d structures: %d valid, %d unique", len(table),
                 int(table["valid"].sum()), int(table["unique"].sum()))

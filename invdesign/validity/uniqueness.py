@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, reduce
 
 import numpy as np
 from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
 from pymatgen.core import Structure
+
+from invdesign.validity.parallel import process_pool
 
 logger = logging.getLogger(__name__)
 
@@ -232,21 +232,35 @@ class ReferenceIndex:
         """Whether some indexed structure matches `structure`."""
         return self.find(structure) is not None
 
-    def novel_mask(self, structures: Sequence[Structure | PreparedStructure]) -> np.ndarray:
+    def novel_mask(self, structures: Sequence[Structure | PreparedStructure], *,
+                   n_jobs: int = 1) -> np.ndarray:
         """Boolean mask: True where a structure matches no indexed structure.
 
         Structures that cannot be compared (empty, non-finite or singular lattice) get False.
+        With `n_jobs` > 1, compositions are dealt to that many processes when at least
+        `PARALLEL_MIN_SHARED` structures share a composition with the index (same mask).
         """
         items = [prepare_structure(s) for s in structures]
-        return np.array([item.comp_hash is not None and self.find(item) is None
-                         for item in items], dtype=bool)
+        mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
+        known = [i for i, item in enumerate(items) if item.comp_hash in self._by_composition]
+        if n_jobs > 1 and len(known) >= PARALLEL_MIN_SHARED:
+            bins = _deal_by_composition(items, known, n_jobs)
+            subsets = [self._subset({items[i].comp_hash for i in b}) for b in bins]
+            with process_pool(len(bins)) as pool:
+                parts = pool.map(_novel_part, subsets, [[items[i] for i in b] for b in bins])
+                for indices, part in zip(bins, parts, strict=True):
+                    mask[indices] = part
+            return mask
+        for i in known:
+            mask[i] = self.find(items[i]) is None
+        return mask
 
-
-def process_pool(n_jobs: int) -> ProcessPoolExecutor:
-    """Worker processes for batch checks (forked where the platform allows: no re-imports)."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    return ProcessPoolExecutor(n_jobs, mp_context=context)
+    def _subset(self, compositions: set) -> ReferenceIndex:
+        """A smaller index holding only these compositions (to ship to a worker process)."""
+        subset = ReferenceIndex(settings=self.settings)
+        subset._by_composition = {c: self._by_composition[c] for c in compositions}
+        subset._size = self._size
+        return subset
 
 
 PARALLEL_MIN_SHARED = 500  # structures sharing compositions before `n_jobs` > 1 pays off
@@ -285,18 +299,9 @@ def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
     """`unique_mask` with whole compositions dealt to `n_jobs` processes."""
     mask = np.array([item.comp_hash is not None and shared[item.comp_hash] == 1
                      for item in items], dtype=bool)
-    groups: dict[Hashable, list[int]] = {}
-    for i, item in enumerate(items):
-        if item.comp_hash is not None and shared[item.comp_hash] > 1:
-            groups.setdefault(item.comp_hash, []).append(i)
-    # largest groups first, each to the least loaded bin; cost grows about as size squared
-    bins: list[list[int]] = [[] for _ in range(n_jobs)]
-    load = [0] * n_jobs
-    for members in sorted(groups.values(), key=len, reverse=True):
-        j = load.index(min(load))
-        bins[j].extend(members)
-        load[j] += len(members) ** 2
-    bins = [sorted(b) for b in bins if b]
+    repeated = [i for i, item in enumerate(items)
+                if item.comp_hash is not None and shared[item.comp_hash] > 1]
+    bins = _deal_by_composition(items, repeated, n_jobs)
     with process_pool(len(bins)) as pool:
         parts = pool.map(_unique_part, [[items[i] for i in b] for b in bins],
                          [settings] * len(bins))
@@ -305,13 +310,33 @@ def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
     return mask
 
 
+def _deal_by_composition(items: list[PreparedStructure], indices: list[int], n_jobs: int
+                         ) -> list[list[int]]:
+    """`indices` split into at most `n_jobs` sorted bins, whole compositions each, the
+    largest compositions first to the least loaded bin (cost grows about as size squared)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i in indices:
+        groups.setdefault(items[i].comp_hash, []).append(i)
+    bins: list[list[int]] = [[] for _ in range(n_jobs)]
+    load = [0] * n_jobs
+    for members in sorted(groups.values(), key=len, reverse=True):
+        j = load.index(min(load))
+        bins[j].extend(members)
+        load[j] += len(members) ** 2
+    return [sorted(b) for b in bins if b]
+
+
 def _unique_part(items: list[PreparedStructure], settings: MatchSettings | None) -> np.ndarray:
     return unique_mask(items, settings=settings)
 
 
+def _novel_part(index: ReferenceIndex, items: list[PreparedStructure]) -> np.ndarray:
+    return index.novel_mask(items)
+
+
 def novel_mask(structures: Sequence[Structure | PreparedStructure],
                reference: ReferenceIndex | Iterable[Structure], *,
-               settings: MatchSettings | None = None) -> np.ndarray:
+               settings: MatchSettings | None = None, n_jobs: int = 1) -> np.ndarray:
     """Boolean mask: True where a structure matches none of `reference`.
 
     Args:
@@ -329,4 +354,4 @@ def novel_mask(structures: Sequence[Structure | PreparedStructure],
         index = reference
     else:
         index = ReferenceIndex(reference, settings=settings)
-    return index.novel_mask(structures)
+    return index.novel_mask(structures, n_jobs=n_jobs)
