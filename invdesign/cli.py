@@ -64,8 +64,13 @@ def train_surrogate_cmd(
         help="With --init-from: freeze the convolutions, train the heads only.")] = False,
     cv: Annotated[int, typer.Option(help="Also run k-fold cross-validation (0: off).")] = 0,
     cache: Annotated[Path | None, typer.Option(help="Graph cache folder.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Oracle label table (from `invdesign label`) joined by id: its ok rows give the "
+             "target thermal_expansion_oracle (alpha_300K).")] = None,
 ) -> None:
     """Train a CGCNN ensemble; writes weights, card.json and learning_curve.png to OUT."""
+    from invdesign.data import read_labels
+    from invdesign.oracle import LABEL_PROPERTIES
     from invdesign.surrogate import Surrogate
     from invdesign.train.pipeline import SurrogateRunConfig, save_run, train_surrogate
     from invdesign.train.surrogate import TrainConfig
@@ -81,6 +86,8 @@ def train_surrogate_cmd(
                                                freeze_convolutions=freeze_conv))
     try:
         init = Surrogate.load(init_from) if init_from else None
+        table = None if labels is None else read_labels(
+            labels, LABEL_PROPERTIES, positive=tuple(LABEL_PROPERTIES.values()))
         with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
                       console=console) as bar:
             task = bar.add_task("training", total=members * epochs, status="")
@@ -89,7 +96,7 @@ def train_surrogate_cmd(
                 bar.advance(task)
                 bar.update(task, status=f"member {seed_ - seed} epoch {epoch} val {val_mae:.4f}")
 
-            run = train_surrogate(data, config, init_from=init, cache_dir=cache,
+            run = train_surrogate(data, config, init_from=init, labels=table, cache_dir=cache,
                                   on_epoch=on_epoch, cv_folds=cv)
             bar.update(task, completed=members * epochs)
     except (FileNotFoundError, ValueError) as err:

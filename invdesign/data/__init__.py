@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from invdesign.data.dataset import CrystalDataset, CrystalRecord, LoadSummary
+from invdesign.data.labels import LabelTable, join_labels, read_labels
 from invdesign.data.paths import shared_data_dir
 from invdesign.data.readers import load_dataset
 from invdesign.data.splits import Split, composition_split, kfold, random_split
@@ -10,11 +11,14 @@ from invdesign.data.splits import Split, composition_split, kfold, random_split
 __all__ = [
     "CrystalDataset",
     "CrystalRecord",
+    "LabelTable",
     "LoadSummary",
     "Split",
     "composition_split",
+    "join_labels",
     "kfold",
     "load_dataset",
     "random_split",
+    "read_labels",
     "shared_data_dir",
 ]

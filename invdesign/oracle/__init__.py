@@ -12,7 +12,13 @@ from invdesign.oracle.calculators import CalculatorName, get_calculator, support
 from invdesign.oracle.calibration import Calibration, LogLinearFit, agreement
 from invdesign.oracle.elastic import ElasticResult, elastic_tensor, vrh_moduli
 from invdesign.oracle.executor import completed_ids, read_results, run_many
-from invdesign.oracle.oracle import CSV_COLUMNS, OracleConfig, OracleResult, run_oracle
+from invdesign.oracle.oracle import (
+    CSV_COLUMNS,
+    LABEL_PROPERTIES,
+    OracleConfig,
+    OracleResult,
+    run_oracle,
+)
 from invdesign.oracle.relax import RelaxResult, relax, relax_ions
 from invdesign.oracle.thermal import (
     BirchMurnaghan,
@@ -24,6 +30,7 @@ from invdesign.oracle.thermal import (
 
 __all__ = [
     "CSV_COLUMNS",
+    "LABEL_PROPERTIES",
     "BirchMurnaghan",
     "CalculatorName",
     "Calibration",

@@ -26,7 +26,7 @@ from invdesign.oracle.relax import Optimizer, RelaxationRunawayError, relax, to_
 from invdesign.oracle.thermal import GruneisenModel, thermal_expansion
 from invdesign.properties.derived import poisson_ratio, youngs_modulus
 
-__all__ = ["CSV_COLUMNS", "OracleConfig", "OracleResult", "run_oracle"]
+__all__ = ["CSV_COLUMNS", "LABEL_PROPERTIES", "OracleConfig", "OracleResult", "run_oracle"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "id", "formula", "K_vrh", "G_vrh", "E", "alpha_300K", "debye_temperature", "gruneisen",
     "relax_rmsd", "energy_per_atom", "mechanically_stable", "status", "seconds",
 )
+# Label-table columns a surrogate can learn (`invdesign train surrogate --labels`), and the
+# property each becomes. K and G are not among them: the training data has DFT values.
+LABEL_PROPERTIES: dict[str, str] = {"alpha_300K": "thermal_expansion_oracle"}
 _MAX_MESSAGE = 200  # characters of an exception message kept in a status
 
 

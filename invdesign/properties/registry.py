@@ -94,6 +94,11 @@ _DEFINITIONS: tuple[Property, ...] = (
     Property("thermal_expansion", "1/K",
              "Linear thermal expansion coefficient, Debye-Grueneisen model (300 K by default)",
              aliases=("alpha", "alpha_300K"), derived=True),
+    # Learned from the CHGNet oracle's labels (`invdesign label`), not derived from K and G.
+    Property("thermal_expansion_oracle", "1/K",
+             "Linear thermal expansion at 300 K as the CHGNet quasi-harmonic (AGL) oracle "
+             "computes it; a surrogate target learned from oracle labels",
+             transform="log10", aliases=("alpha_oracle",)),
     # Structural.
     Property("density", "g/cm^3", "Mass density", aliases=("rho",)),
     Property("volume_per_atom", "A^3", "Cell volume divided by the number of atoms",

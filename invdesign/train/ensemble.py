@@ -102,15 +102,19 @@ def train_ensemble(
     *,
     n_members: int = 5,
     workers: int = 1,
-    init_state: dict[str, torch.Tensor] | None = None,
+    init_state: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[MemberResult]:
     """Train `n_members` networks that differ by seed (init and batch order).
 
+    `init_state` (transfer learning) is one state for every member or a list of states, member
+    i starting from state i modulo the list's length.
+
     With `workers > 1` members train in parallel processes, one torch thread each; `on_epoch`
     hears about every epoch of every member either way.
     """
-    jobs = [(model_config, init_state, train, val,
+    states = [init_state] if init_state is None or isinstance(init_state, dict) else init_state
+    jobs = [(model_config, states[i % len(states)], train, val,
              replace(train_config, seed=train_config.seed + i)) for i in range(n_members)]
     return _run_jobs(jobs, workers, on_epoch)
 

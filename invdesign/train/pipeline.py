@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from invdesign.data import (
     CrystalDataset,
+    LabelTable,
     Split,
     composition_split,
+    join_labels,
     kfold,
     load_dataset,
     random_split,
@@ -114,17 +117,22 @@ def train_surrogate(
     config: SurrogateRunConfig = SurrogateRunConfig(),
     *,
     init_from: Surrogate | None = None,
+    labels: LabelTable | None = None,
     cache_dir: str | Path | None = None,
     on_epoch: EpochCallback | None = None,
     cv_folds: int = 0,
 ) -> RunResult:
     """Train a surrogate ensemble on a dataset file and measure it on its held-out test split.
 
+    Targets that `labels` provides (e.g. oracle labels of part of the records) are taken from
+    it by record id, the rest from the data file; unlabelled records count as missing labels.
+    The split depends on the data file only, so a checkpoint with extra label targets is
+    tested on the same crystals. With `init_from` (transfer learning) member i starts from
+    the checkpoint's member i, and output rows of targets both share are carried over.
     With `cv_folds >= 2`, also cross-validate one network per fold on train + val (grouped by
     reduced formula when the split is compositional); the test split stays untouched.
     """
-    dataset = load_dataset(data, properties=list(config.targets), max_atoms=config.max_atoms)
-    logger.info("%s", dataset.summary)
+    dataset = load_training_data(data, config, labels)
     y = to_model_space(config.targets, dataset.targets(config.targets))
     split = make_split(dataset, config.split, config.fractions, config.seed)
     _check_split(split, config, f"{data} ({len(dataset)} usable records)")
@@ -136,7 +144,8 @@ def train_surrogate(
     start = time.perf_counter()
     members = train_ensemble(model_config, part["train"], part["val"], config.train,
                              n_members=config.n_members, workers=config.workers,
-                             init_state=init_from.state_dicts[0] if init_from else None,
+                             init_state=transfer_states(init_from, config.targets)
+                             if init_from else None,
                              on_epoch=on_epoch)
     train_seconds = time.perf_counter() - start
     surrogate = Surrogate(targets=config.targets, graph_config=config.graph,
@@ -156,12 +165,62 @@ def train_surrogate(
                                                       config, cv_folds)
     surrogate.meta = {
         "data": {"path": str(data), "sha256": file_sha256(data), "n_records": len(dataset),
-                 "skipped": len(dataset.summary.skipped)},
+                 "skipped": len(dataset.summary.skipped)}
+                | ({"labels": {"path": str(labels.path), "sha256": labels.sha256,
+                               "labelled": _labelled_counts(dataset, labels)}}
+                   if labels is not None else {}),
         "split": split.to_dict(),
         "run_config": config.to_dict(),
         "metrics": metrics,
     }
     return RunResult(surrogate, split, metrics, members)
+
+
+def load_training_data(data: str | Path, config: SurrogateRunConfig,
+                       labels: LabelTable | None = None) -> CrystalDataset:
+    """The data file's records with the targets, label-table targets joined by id."""
+    from_labels = [t for t in config.targets if labels is not None and t in labels.properties]
+    from_file = [t for t in config.targets if t not in from_labels]
+    dataset = load_dataset(data, properties=from_file or None, max_atoms=config.max_atoms)
+    logger.info("%s", dataset.summary)
+    if labels is None:
+        return dataset
+    dataset = join_labels(dataset, labels)
+    for name, count in _labelled_counts(dataset, labels).items():
+        if name in from_labels and count == 0:
+            raise ValueError(f"{labels.path}: none of its ids matches a record of {data}, so "
+                             f"target {name!r} has no labels")
+        logger.info("%s: %d records of %s labelled with %s", labels.path, count, data, name)
+    return dataset
+
+
+def _labelled_counts(dataset: CrystalDataset, labels: LabelTable) -> dict[str, int]:
+    y = dataset.targets(labels.properties)
+    return {name: int(np.isfinite(y[:, j]).sum()) for j, name in enumerate(labels.properties)}
+
+
+def transfer_states(source: Surrogate, targets: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+    """One initial state per source member for a network predicting `targets`.
+
+    Every tensor but the output layer and the target scalers is copied as is; those get the
+    rows of targets the source also predicts, and zero rows (the training mean) for new ones.
+    """
+    states = []
+    for state in source.state_dicts:
+        state = dict(state)
+        for key in _TARGET_ROWS:
+            old = state[key]
+            rows = (torch.ones if key == "target_std" else torch.zeros)(
+                (len(targets), *old.shape[1:]), dtype=old.dtype)
+            for j, name in enumerate(targets):
+                if name in source.targets:
+                    rows[j] = old[source.targets.index(name)]
+            state[key] = rows
+        states.append(state)
+    return states
+
+
+_TARGET_ROWS = ("head.5.weight", "head.5.bias", "target_mean", "target_std")
 
 
 def _check_split(split: Split, config: SurrogateRunConfig, source: str) -> None:
