@@ -83,6 +83,7 @@ def test_transfer_learns_a_label_target_and_keeps_shared_output_rows(tmp_path, n
     run = train_surrogate(data, config, init_from=source, labels=labels)
     assert run.surrogate.meta["data"]["labels"]["labelled"] == {ALPHA: len(ids[::2])}
     assert run.split.to_dict() == source.meta["split"]  # the data file alone sets the split
+    assert run.surrogate.meta["init_from"]["targets"] == list(TINY.targets)
     table = run.surrogate.predict([nacl, cu])
     assert (table[ALPHA] > 0).all() and np.isfinite(table[f"{ALPHA}_std"]).all()
 

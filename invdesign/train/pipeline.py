@@ -173,6 +173,12 @@ def train_surrogate(
         "run_config": config.to_dict(),
         "metrics": metrics,
     }
+    if init_from is not None:
+        surrogate.meta["init_from"] = {key: init_from.meta.get(key) for key in ("created",
+                                                                            "version")} | {
+            "targets": list(init_from.targets),
+            "test_mae": {t: m["mae"] for t, m in init_from.meta.get("metrics", {}).get(
+                "test", {}).items() if isinstance(m, dict)}}
     return RunResult(surrogate, split, metrics, members)
 
 
