@@ -208,6 +208,9 @@ def sample(
         help="Latent prior: auto (the fitted mixture when the checkpoint has one), fitted or "
              "gaussian.")] = "auto",
     jobs: Annotated[int, typer.Option(help="Processes for the checks of large batches.")] = 2,
+    screen: Annotated[int, typer.Option(
+        help="With conditions: latent draws per sample, keeping those the VAE's property "
+             "head predicts closest to the request (1: no screening).")] = 8,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign.api import Designer
@@ -216,7 +219,8 @@ def sample(
     try:
         designer = Designer.load(model, surrogate=surrogate)
         cands = designer.sample(n, conditions=conditions or None, seed=seed,
-                                temperature=temperature, prior=prior, n_jobs=jobs)
+                                temperature=temperature, prior=prior, screen=screen,
+                                n_jobs=jobs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     if files:

@@ -31,6 +31,7 @@ REFERENCE_FILE = "reference.npz"  # the training file's structures, for novelty 
 REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and derived properties
 LATENT_PRIOR_FILE = "latent_prior.npz"  # mixture fitted to the training encodings
 REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
+SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened by the head
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 Prior = Literal["auto", "fitted", "gaussian"]
 
@@ -109,6 +110,21 @@ class Generator:
         return to_physical(self.conditions,
                            y_std * m.condition_std.numpy() + m.condition_mean.numpy())
 
+    def requested_bounds(self, conditions: Mapping[str, Condition] | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised (lo, hi) of each condition column, (C,) each; NaN where not requested
+        (a value gives lo = hi)."""
+        lo, hi = np.full(len(self.conditions), np.nan), np.full(len(self.conditions), np.nan)
+        if conditions and not self.conditions:
+            raise KeyError(f"this generator is unconditional; got conditions "
+                           f"{sorted(conditions)}")
+        for name, value in (conditions or {}).items():
+            j = self.condition_index(name)
+            values = sorted(float(v) for v in value) if isinstance(value, (tuple, list)) \
+                else [float(value)] * 2
+            lo[j], hi[j] = self._standardise_column(j, values)
+        return lo, hi
+
     def draw_conditions(self, n: int, conditions: Mapping[str, Condition] | None,
                         rng: np.random.Generator) -> np.ndarray:
         """Standardised condition vectors (n, C) for sampling.
@@ -118,23 +134,15 @@ class Generator:
         unrequested properties stay consistent with the requested ones.
         """
         c = len(self.conditions)
+        lo, hi = self.requested_bounds(conditions)
         if c == 0:
-            if conditions:
-                raise KeyError(f"this generator is unconditional; got conditions "
-                               f"{sorted(conditions)}")
             return np.zeros((n, 0), dtype=np.float32)
-        request = np.full((n, c), np.nan)
-        for name, value in (conditions or {}).items():
-            j = self.condition_index(name)
-            if isinstance(value, (tuple, list)):
-                lo, hi = self._standardise_column(j, sorted(float(v) for v in value))
-                request[:, j] = rng.uniform(lo, hi, n)
-            else:
-                request[:, j] = self._standardise_column(j, [float(value)])[0]
+        request = np.where(np.isnan(lo), np.nan, rng.uniform(np.nan_to_num(lo),
+                                                             np.nan_to_num(hi), (n, c)))
         bank = self.model.condition_bank.numpy()
         if len(bank) == 0:
             return np.nan_to_num(request).astype(np.float32)
-        given = ~np.isnan(request[0])
+        given = ~np.isnan(lo)
         if not given.any():
             return bank[rng.integers(len(bank), size=n)].astype(np.float32)
         out = request.copy()
@@ -145,6 +153,23 @@ class Generator:
         rows = near[np.arange(n), rng.integers(k, size=n)]
         out[:, ~given] = bank[rows][:, ~given]
         return out.astype(np.float32)
+
+    def screen(self, structures: Sequence[Structure | None],
+               conditions: Mapping[str, Condition], n: int) -> np.ndarray:
+        """Indices (sorted) of the n decoded crystals whose re-encoding the property head puts
+        closest to the request: distance to the requested range, summed over the requested
+        properties in the standardised space; undecodable draws come last, ties keep order."""
+        lo, hi = self.requested_bounds(conditions)
+        given = ~np.isnan(lo)
+        miss = np.full(len(structures), np.inf)
+        decoded = [i for i, s in enumerate(structures) if s is not None]
+        if decoded:
+            mu, _ = self.encode([structures[i] for i in decoded])
+            with torch.no_grad():
+                head = self.model.predict_conditions(torch.as_tensor(mu)).numpy()[:, given]
+            miss[decoded] = (np.maximum(lo[given] - head, 0)
+                             + np.maximum(head - hi[given], 0)).sum(1)
+        return np.sort(np.argsort(miss, kind="stable")[:n])
 
     # ----- encode / decode --------------------------------------------------------------------
     def encode(self, structures: Sequence[Structure], *, refine_steps: int = 0,
@@ -253,13 +278,17 @@ class Generator:
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
-               max_atoms: int | None = None, prior: Prior = "auto"
+               max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN
                ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
         z comes from the mixture fitted to the training encodings, conditioned on y
         (`prior="fitted"`; the default "auto" uses it when the checkpoint has one), or from the
         VAE's own prior N(prior(y), I) (`prior="gaussian"`). `temperature` scales the noise.
+        With conditions, `screen` x n crystals are decoded, encoded again, and the n whose
+        property-head prediction best agrees with the request are kept: a cycle-consistency
+        filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
+        of 1 / `screen` (1: no screening).
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
@@ -269,15 +298,22 @@ class Generator:
         if prior == "fitted" and self.latent_prior is None:
             raise ValueError("this checkpoint has no fitted latent prior; fit one with "
                              "scripts/fit_latent_prior.py or use prior='gaussian'")
+        if screen < 1:
+            raise ValueError(f"screen must be >= 1, got {screen}")
         rng = np.random.default_rng(seed)
-        y = self.draw_conditions(n, conditions, rng)
+        draws = n * screen if conditions and screen > 1 else n
+        y = self.draw_conditions(draws, conditions, rng)
         if prior != "gaussian" and self.latent_prior is not None:
             z = self.latent_prior.sample(y, rng, temperature)
         else:
             with torch.no_grad():
                 mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
             z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
-        return self.decode(z, y, elements=elements, max_atoms=max_atoms), z, y
+        structures = self.decode(z, y, elements=elements, max_atoms=max_atoms)
+        if draws > n:
+            keep = self.screen(structures, conditions, n)
+            structures, z, y = [structures[i] for i in keep], z[keep], y[keep]
+        return structures, z, y
 
 
 def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = None,

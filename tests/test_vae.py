@@ -218,6 +218,25 @@ def test_conditions_set_requested_values_and_ranges(trained):
         generator.draw_conditions(2, {"band_gap": 1.0}, rng)
 
 
+def test_conditional_sampling_keeps_crystals_whose_reencoding_matches_the_request(trained):
+    generator = trained[0].generator
+    k = generator.condition_index("K")
+    target = float(np.median(generator.to_physical(generator.model.condition_bank.numpy())[:, k]))
+
+    def head_error(screen: int) -> float:
+        structures = [s for s in generator.sample(40, {"K": target}, seed=4,
+                                                  screen=screen)[0] if s is not None]
+        head = generator.predict_conditions(generator.encode(structures)[0])[:, k]
+        return float(np.mean(np.abs(np.log10(head / target))))
+
+    assert head_error(8) < head_error(1)
+    structures, z, y = generator.sample(40, {"K": (0.5 * target, target)}, seed=4)
+    assert len(structures) == len(z) == len(y) == 40
+    assert generator.sample(5, seed=4, screen=8)[1].shape[0] == 5  # unconditional: no screen
+    with pytest.raises(ValueError, match="screen"):
+        generator.sample(5, {"K": target}, screen=0)
+
+
 def test_reconstruction_metrics_on_the_stored_test_split(trained):
     run, folder, data = trained
     loaded = Generator.load(folder)
