@@ -348,17 +348,21 @@ def oracle_command(
     ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
     temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
     max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+    thermal: Annotated[bool, typer.Option(
+        help="Thermal-expansion stage (--no-thermal: relaxation and moduli only, about half "
+             "the time).")] = True,
 ) -> None:
     """Relax, elastic moduli and thermal expansion of each structure with the physics oracle."""
     import torch
 
-    from invdesign.oracle import run_many
+    from invdesign.oracle import OracleConfig, run_many
 
     dataset = _load_or_fail(data, max_atoms=max_atoms)
     torch.set_num_threads(1)
     try:
         table = run_many([(r.id, r.structure) for r in dataset], out, calculator=calculator,
-                         workers=workers, temperature=temperature, ray_address=ray_address)
+                         workers=workers, temperature=temperature, ray_address=ray_address,
+                         config=OracleConfig(thermal=thermal))
     except (ValueError, ImportError) as err:
         _fail(str(err))
     status = table["status"].astype(str).str.replace(r"\s*\(.*", "", regex=True).value_counts()

@@ -3,12 +3,13 @@
 `benchmark_generation.py` judges conditional samples with the surrogate ensemble, and the
 default sampler screens decoded crystals with the VAE's own encoder and property head. Both
 learned from the same DFT moduli, so this script asks an independent judge: the CHGNet oracle
-relaxes the first `--n` valid samples of each group and computes their elastic tensor. Groups:
+relaxes the first `--n` valid samples of each group and computes their elastic tensor (no
+thermal stage). Groups:
 conditional samples with the screen (default), without it, and unconditional samples, at the
 same three requested bulk moduli (20th, 50th, 90th percentile of the training data) and seeds
 as the benchmark. K is used where the oracle found the relaxed cell mechanically stable.
 
-    python scripts/check_conditional_oracle.py --model vae-mp-binary --n 20 --workers 2
+    python scripts/check_conditional_oracle.py --model vae-mp-binary --n 10 --workers 2
 
 The per-structure oracle CSV under `--out` is resumable.
 """
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 
 from invdesign.generator import SCREEN, Generator
-from invdesign.oracle import run_many
+from invdesign.oracle import OracleConfig, run_many
 from invdesign.validity import check_structures
 
 NAME = "bulk_modulus_vrh"
@@ -77,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vae-mp-binary")
-    parser.add_argument("--n", type=int, default=20, help="valid samples per group")
+    parser.add_argument("--n", type=int, default=10, help="valid samples per group")
     parser.add_argument("--n-samples", type=int, default=300,
                         help="samples drawn per group (as in benchmark_generation)")
     parser.add_argument("--workers", type=int, default=2)
@@ -92,7 +93,8 @@ def main() -> None:
         members[group] = ids
         items += list(zip(ids, structures, strict=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run_many(items, args.out / "oracle.csv", workers=args.workers)
+    results = run_many(items, args.out / "oracle.csv", workers=args.workers,
+                       config=OracleConfig(thermal=False))
     print(summary(results, members))
 
 

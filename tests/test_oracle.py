@@ -174,6 +174,12 @@ def test_run_oracle_cu_ok_row():
     assert res.seconds > 0
 
 
+def test_run_oracle_without_the_thermal_stage_gives_moduli_only():
+    res = run_oracle(_fcc("Cu", 3.61), calculator="emt", config=OracleConfig(thermal=False))
+    assert res.ok and 130 < res.K_vrh < 140 and math.isnan(res.alpha_300K)
+    assert res.method["thermal"] is False
+
+
 def _cube(a: float, species: list, coords: list) -> Structure:
     return Structure(Lattice.cubic(a), species, coords)
 

@@ -245,6 +245,8 @@ def test_reconstruction_metrics_on_the_stored_test_split(trained):
     metrics = evaluate_reconstruction(loaded, structures)
     assert 0.0 <= metrics["match_rate"] <= 1.0 and metrics["n"] == len(structures)
     assert 0.0 <= metrics["amortised_match_rate"] <= 1.0 and metrics["refine_steps"] > 0
+    assert metrics["match_rate"] <= metrics["match_rate_any_validity"] <= 1.0
+    assert metrics["ground_truth_valid"] == 1.0  # NaCl, Cu and Si pass CDVAE's checks
 
 
 def test_latent_refinement_lowers_the_reconstruction_error(trained):

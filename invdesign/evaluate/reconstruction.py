@@ -28,7 +28,8 @@ from invdesign.validity import MatchSettings, cdvae_structure_valid, composition
 logger = logging.getLogger(__name__)
 
 
-def _cdvae_valid(structure: Structure) -> bool:
+def cdvae_valid(structure: Structure) -> bool:
+    """CDVAE's validity: structurally and compositionally valid (never raises)."""
     try:
         return cdvae_structure_valid(structure) and composition_validity(structure).valid
     except Exception as exc:  # an unusable structure is invalid, never fatal
@@ -68,7 +69,7 @@ def rms_distances(pred: Sequence[Structure | None], gt: Sequence[Structure], *,
     out = np.full(len(pred), np.nan)
     pairs = _progress(enumerate(zip(pred, gt, strict=True)), len(pred), progress)
     for i, (p, g) in pairs:
-        if p is None or (require_valid and not _cdvae_valid(p)):
+        if p is None or (require_valid and not cdvae_valid(p)):
             continue
         try:
             rms = matcher.get_rms_dist(p, g)

@@ -125,23 +125,27 @@ class CGCNN(nn.Module):
                             ("global_mean", global_mean), ("global_std", global_std)]:
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
 
-    def embed_graph(self, batch: GraphBatch) -> torch.Tensor:
-        """Pooled crystal representation (n_graphs, hidden) after the convolutions."""
+    def embed_graph(self, batch: GraphBatch, expanded: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Pooled crystal representation (n_graphs, hidden) after the convolutions.
+
+        `expanded`: the batch's Gaussian-expanded distances when already computed (ensemble
+        members with one configuration share them)."""
         h = self.embed(self.element_features[batch.atomic_numbers])
-        e = self.expand(batch.distances)
+        e = self.expand(batch.distances) if expanded is None else expanded
         for conv in self.convs:
             h = conv(h, batch.edge_index, e)
         return scatter_mean(h, batch.graph_index, batch.n_graphs)
 
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        pooled = self.embed_graph(batch)
+    def forward(self, batch: GraphBatch, expanded: torch.Tensor | None = None) -> torch.Tensor:
+        pooled = self.embed_graph(batch, expanded)
         glob = (batch.global_features - self.global_mean) / self.global_std
         glob = glob.clamp(-GLOBAL_CLAMP, GLOBAL_CLAMP)  # far outside training: stay bounded
         return self.head(torch.cat([pooled, glob], dim=1))
 
-    def predict(self, batch: GraphBatch) -> torch.Tensor:
+    def predict(self, batch: GraphBatch, expanded: torch.Tensor | None = None) -> torch.Tensor:
         """Targets in the transformed space (n_graphs, n_targets)."""
-        return self(batch) * self.target_std + self.target_mean
+        return self(batch, expanded) * self.target_std + self.target_mean
 
     def freeze_convolutions(self) -> None:
         """Freeze embedding and convolutions for transfer learning (heads stay trainable)."""

@@ -58,6 +58,8 @@ class OracleConfig:
         min_distance: Pre-check: closest allowed interatomic distance, A.
         max_volume_per_atom: Pre-check: largest allowed volume per atom, A^3.
         neighbour_cutoff: Pre-check: every atom needs a neighbour within this distance, A.
+        thermal: Run the thermal-expansion stage (False: relaxation and elastic moduli only,
+            about half the time; alpha stays NaN and a stable structure is "ok").
     """
 
     fmax: float = 0.05
@@ -72,6 +74,7 @@ class OracleConfig:
     min_distance: float = 0.5
     max_volume_per_atom: float = 250.0
     neighbour_cutoff: float = 5.0
+    thermal: bool = True
 
     def __post_init__(self) -> None:
         if self.gruneisen not in ("poisson", "slater"):
@@ -185,6 +188,8 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
                elastic_residual=el.max_residual, t_elastic=time.perf_counter() - t)
     if not el.mechanically_stable:
         return f"failed: mechanically unstable (lowest eigenvalue {el.eigenvalues[0]:.3g} GPa)"
+    if not cfg.thermal:
+        return "ok"
     nu = float(poisson_ratio(el.K_vrh, el.G_vrh))
     nu = nu if math.isfinite(nu) else cfg.default_poisson
     t = time.perf_counter()
