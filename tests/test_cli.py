@@ -154,6 +154,22 @@ def test_train_unknown_split_exits_2(toy_json, tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+def test_train_with_an_oracle_label_table_learns_alpha_oracle(toy_json, tmp_path):
+    ids = [r["mp_id"] for r in json.loads(toy_json.read_text())]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,alpha_300K,status\n" + "".join(
+        f"{i},{2e-5 + 1e-6 * k},ok\n" for k, i in enumerate(ids)) + "x,3e-5,failed: unstable\n")
+    result = invoke("train", "surrogate", "--data", toy_json, "--targets", *TARGETS,
+                    "thermal_expansion_oracle", "--labels", labels, "--out", tmp_path / "m",
+                    *FAST)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "thermal_expansion_oracle" in summary["test_mae"]
+    missing = invoke("train", "surrogate", "--data", toy_json, "--targets", *TARGETS,
+                     "--labels", tmp_path / "none.csv", "--out", tmp_path / "m2", *FAST)
+    assert missing.exit_code == 2 and "none.csv" in squeezed(missing.output)
+
+
 def _write_overlapping_cif(folder: Path) -> None:
     from pymatgen.core import Lattice, Structure
 
