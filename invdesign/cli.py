@@ -334,7 +334,7 @@ def predict(
     for col in cols:
         preview.add_column(col)
     for _, row in table.head(10).iterrows():
-        preview.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
+        preview.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
                           for c in cols])
     Console().print(preview)
 
