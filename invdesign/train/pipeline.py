@@ -174,11 +174,11 @@ def train_surrogate(
         "metrics": metrics,
     }
     if init_from is not None:
-        surrogate.meta["init_from"] = {key: init_from.meta.get(key) for key in ("created",
-                                                                            "version")} | {
+        source_test = init_from.meta.get("metrics", {}).get("test", {})
+        surrogate.meta["init_from"] = {
+            "created": init_from.meta.get("created"), "version": init_from.meta.get("version"),
             "targets": list(init_from.targets),
-            "test_mae": {t: m["mae"] for t, m in init_from.meta.get("metrics", {}).get(
-                "test", {}).items() if isinstance(m, dict)}}
+            "test_mae": {t: m["mae"] for t, m in source_test.items() if isinstance(m, dict)}}
     return RunResult(surrogate, split, metrics, members)
 
 
