@@ -162,15 +162,16 @@ class Designer:
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str] | None = None, max_atoms: int | None = None,
-               prior: Prior = "auto", screen: int = SCREEN, n_jobs: int = 1) -> Candidates:
-        """n crystals from p(x | conditions), each assessed (see `assess`); `prior` and
-        `screen` as in `Generator.sample`."""
+               prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
+               n_jobs: int = 1) -> Candidates:
+        """n crystals from p(x | conditions), each assessed (see `assess`); `prior`,
+        `screen` and `denoise` as in `Generator.sample`."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         structures, _, y = self.generator.sample(n, conditions, seed=seed,
                                                  temperature=temperature, elements=elements,
                                                  max_atoms=max_atoms, prior=prior,
-                                                 screen=screen)
+                                                 screen=screen, denoise=denoise)
         cands = self.assess(structures, prefix="sample", n_jobs=n_jobs)
         requested = self.generator.to_physical(y)
         for j, name in enumerate(self.generator.conditions):

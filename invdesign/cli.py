@@ -175,6 +175,50 @@ def train_vae_cmd(
     typer.echo(json.dumps({"out": str(out), **metrics}))
 
 
+@train_app.command("denoiser")
+def train_denoiser_cmd(
+    model: Annotated[str, typer.Option(help="VAE checkpoint folder to add the denoiser to.")],
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 200,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 20,
+    sigma_start: Annotated[float, typer.Option(
+        help="Noise level (A) that sampling starts refining from.")] = 0.3,
+    steps: Annotated[int, typer.Option(help="Refinement steps when sampling.")] = 20,
+    noise: Annotated[bool, typer.Option(
+        help="Add fresh noise of scale sigma-start before refining (more diverse).")] = False,
+    data: Annotated[Path | None, typer.Option(
+        help="The checkpoint's training file, if it has moved.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a coordinate denoiser on a VAE checkpoint's training split and store it in the
+    checkpoint: sampling and decoding then refine decoded coordinates with it."""
+    from invdesign.generator import Generator
+    from invdesign.models.denoiser import DenoiserConfig
+    from invdesign.surrogate import resolve_checkpoint
+    from invdesign.train.denoiser import DenoiserTrainConfig
+    from invdesign.train.vae_pipeline import train_checkpoint_denoiser
+
+    try:
+        generator = Generator.load(model)
+        config = DenoiserConfig(refine_sigma=sigma_start, refine_steps=steps,
+                                refine_noise=noise)
+        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
+                      console=console) as bar:
+            task = bar.add_task("training", total=epochs, status="")
+
+            def on_epoch(epoch: int, history) -> None:
+                bar.update(task, completed=epoch + 1,
+                           status=f"val loss {history.val_loss[-1]:.4f}")
+
+            train_checkpoint_denoiser(generator, data, config=config, train_config=(
+                DenoiserTrainConfig(epochs=epochs, patience=patience, seed=seed)),
+                on_epoch=on_epoch)
+            bar.update(task, completed=epochs)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err))
+    folder = generator.save(resolve_checkpoint(model))
+    typer.echo(json.dumps({"out": str(folder), **generator.meta["denoiser"]}))
+
+
 def _parse_condition(text: str) -> tuple[str, float | tuple[float, float]]:
     """`NAME=VALUE` or `NAME=LO:HI` (a target range)."""
     name, sep, value = text.partition("=")
@@ -211,6 +255,10 @@ def sample(
     screen: Annotated[int, typer.Option(
         help="With conditions: latent draws per sample, keeping those the VAE's property "
              "head predicts closest to the request (1: no screening).")] = 8,
+    denoise: Annotated[bool | None, typer.Option(
+        "--denoise/--no-denoise",
+        help="Refine decoded coordinates with the checkpoint's denoiser (default: when it "
+             "has one).")] = None,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign.api import Designer
@@ -220,7 +268,7 @@ def sample(
         designer = Designer.load(model, surrogate=surrogate)
         cands = designer.sample(n, conditions=conditions or None, seed=seed,
                                 temperature=temperature, prior=prior, screen=screen,
-                                n_jobs=jobs)
+                                denoise=denoise, n_jobs=jobs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     if files:

@@ -17,9 +17,16 @@ import torch
 from pymatgen.core import Element, Structure
 
 from invdesign.featurize.batch import collate
-from invdesign.featurize.frames import crystal_frames, frame_to_structure, slot_species
+from invdesign.featurize.frames import (
+    crystal_frames,
+    frame_to_structure,
+    padded_positions,
+    slot_species,
+    structures_from_padded,
+)
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
+from invdesign.models.denoiser import Denoiser, PaddedCrystals
 from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.reconstruction import refine_latent
 from invdesign.models.vae import CrystalVAE, DecoderOutput, VAEConfig
@@ -30,6 +37,7 @@ KIND = "vae"
 REFERENCE_FILE = "reference.npz"  # the training file's structures, for novelty checks
 REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and derived properties
 LATENT_PRIOR_FILE = "latent_prior.npz"  # mixture fitted to the training encodings
+DENOISER_FILE = "denoiser.pt"  # coordinate denoiser refining decoded crystals
 REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
 SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened by the head
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
@@ -47,12 +55,13 @@ class Generator:
 
     def __init__(self, *, model: CrystalVAE, graph_config: GraphConfig,
                  conditions: Sequence[str], meta: dict[str, Any] | None = None,
-                 latent_prior: LatentMixture | None = None):
+                 latent_prior: LatentMixture | None = None, denoiser: Denoiser | None = None):
         self.model = model.eval()
         self.graph_config = graph_config
         self.conditions = list(conditions)
         self.meta = dict(meta or {})
         self.latent_prior = latent_prior  # fitted p(z, y); None: sample the Gaussian prior
+        self.denoiser = denoiser  # refines decoded coordinates; None: one-shot decoding only
 
     @property
     def config(self) -> VAEConfig:
@@ -70,9 +79,12 @@ class Generator:
         model.load_state_dict(state)
         prior_file = Path(folder) / LATENT_PRIOR_FILE
         latent_prior = LatentMixture.load(prior_file) if prior_file.exists() else None
+        denoiser_file = Path(folder) / DENOISER_FILE
+        denoiser = (Denoiser.from_state(torch.load(denoiser_file, weights_only=True))
+                    if denoiser_file.exists() else None)
         return cls(model=model, graph_config=GraphConfig(**config["graph"]),
                    conditions=config["conditions"], meta=payload["meta"],
-                   latent_prior=latent_prior)
+                   latent_prior=latent_prior, denoiser=denoiser)
 
     def save(self, folder: str | Path) -> Path:
         config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
@@ -84,6 +96,13 @@ class Generator:
             self.latent_prior.save(prior_file)
         elif prior_file.exists():
             prior_file.unlink()
+        denoiser_file = Path(folder) / DENOISER_FILE
+        if self.denoiser is not None:
+            tmp = denoiser_file.with_suffix(".tmp")
+            torch.save(self.denoiser.state(), tmp)
+            tmp.replace(denoiser_file)
+        elif denoiser_file.exists():
+            denoiser_file.unlink()
         return folder
 
     # ----- conditions -------------------------------------------------------------------------
@@ -203,7 +222,8 @@ class Generator:
     @torch.no_grad()
     def decode(self, z: np.ndarray, y_std: np.ndarray | None = None, *,
                elements: Iterable[str | int] | None = None,
-               max_atoms: int | None = None) -> list[Structure | None]:
+               max_atoms: int | None = None, denoise: bool | None = None,
+               seed: int = 0) -> list[Structure | None]:
         """Decode latent vectors (and standardised conditions) into structures.
 
         Args:
@@ -211,6 +231,9 @@ class Generator:
             y_std: (n, C) standardised conditions; default: the property head's prediction.
             elements: only these elements may be placed (symbols or atomic numbers).
             max_atoms: at most this many atoms per cell.
+            denoise: move the decoded coordinates with the checkpoint's denoiser (default:
+                when it has one); lattice and species are kept.
+            seed: seed of the denoiser's fresh noise, where its schedule adds any.
 
         Returns:
             One Structure per row, or None where the decoded lattice is degenerate.
@@ -219,7 +242,18 @@ class Generator:
         yt = (self.model.predict_conditions(zt) if y_std is None
               else torch.as_tensor(np.asarray(y_std, dtype=np.float32)))
         out = self.model.decode(zt, yt)
-        return self._to_structures(out, elements, max_atoms)
+        structures = self._to_structures(out, elements, max_atoms)
+        if denoise or (denoise is None and self.denoiser is not None):
+            structures = self.denoise(structures, seed=seed)
+        return structures
+
+    def denoise(self, structures: Sequence[Structure | None], *, seed: int = 0
+                ) -> list[Structure | None]:
+        """Refine decoded coordinates with the checkpoint's denoiser (None entries pass)."""
+        if self.denoiser is None:
+            raise ValueError("this checkpoint has no denoiser; train one with "
+                             "`invdesign train denoiser --model DIR`")
+        return refine_structures(self.denoiser, structures, seed=seed)
 
     def allowed_columns(self, elements: Iterable[str | int]) -> np.ndarray:
         """Vocabulary mask for the allowed elements; raises when none of them can be decoded."""
@@ -268,17 +302,19 @@ class Generator:
         return structures
 
     def reconstruct(self, structures: Sequence[Structure], *,
-                    refine_steps: int = REFINE_STEPS) -> list[Structure | None]:
+                    refine_steps: int = REFINE_STEPS, denoise: bool | None = None
+                    ) -> list[Structure | None]:
         """Decode each structure's latent code (the encoder's mean, refined by `refine_steps`
         gradient steps; 0 for the one-shot encoder alone), with the property head's
-        conditions."""
+        conditions; `denoise` as in `decode`."""
         mu, _ = self.encode(structures, refine_steps=refine_steps)
-        return self.decode(mu)
+        return self.decode(mu, denoise=denoise)
 
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
-               max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN
+               max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
+               denoise: bool | None = None
                ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
@@ -288,7 +324,7 @@ class Generator:
         With conditions, `screen` x n crystals are decoded, encoded again, and the n whose
         property-head prediction best agrees with the request are kept: a cycle-consistency
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
-        of 1 / `screen` (1: no screening).
+        of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`.
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
@@ -309,11 +345,32 @@ class Generator:
             with torch.no_grad():
                 mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
             z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
-        structures = self.decode(z, y, elements=elements, max_atoms=max_atoms)
+        structures = self.decode(z, y, elements=elements, max_atoms=max_atoms, denoise=False)
         if draws > n:
             keep = self.screen(structures, conditions, n)
             structures, z, y = [structures[i] for i in keep], z[keep], y[keep]
+        if denoise or (denoise is None and self.denoiser is not None):
+            structures = self.denoise(structures, seed=seed)
         return structures, z, y
+
+
+def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None], *,
+                      batch_size: int = 256, seed: int = 0, **options: Any
+                      ) -> list[Structure | None]:
+    """Denoise every structure's coordinates (None entries pass through), in batches;
+    `options` go to `Denoiser.refine` (sigma_start, steps, noise)."""
+    out = list(structures)
+    present = [i for i, s in enumerate(structures) if s is not None]
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, len(present), batch_size):
+        idx = present[start:start + batch_size]
+        batch = PaddedCrystals.from_arrays(*padded_positions([structures[i] for i in idx]))
+        refined = denoiser.refine(batch, generator=gen, **options)
+        for i, s in zip(idx, structures_from_padded(refined.lattice.double().numpy(),
+                                                    refined.frac_coords(),
+                                                    refined.numbers.numpy()), strict=True):
+            out[i] = s
+    return out
 
 
 def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = None,

@@ -97,3 +97,28 @@ def frame_to_structure(lattice: Sequence[float], z: Sequence[int],
     """Structure from decoded lattice parameters, atomic numbers and fractional coordinates."""
     return Structure(lattice_from_parameters(lattice), [int(x) for x in z],
                      np.mod(np.asarray(frac_coords, dtype=np.float64), 1.0))
+
+
+def padded_positions(structures: Sequence[Structure]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lattice rows (B, 3, 3), Cartesian positions inside the cell (B, M, 3) and atomic
+    numbers (B, M, 0 in padding) of B structures of up to M atoms."""
+    m = max(len(s) for s in structures)
+    lattice = np.stack([s.lattice.matrix for s in structures])
+    cart = np.zeros((len(structures), m, 3))
+    numbers = np.zeros((len(structures), m), dtype=np.int64)
+    for i, s in enumerate(structures):
+        cart[i, :len(s)] = np.mod(s.frac_coords, 1.0) @ s.lattice.matrix
+        numbers[i, :len(s)] = atomic_numbers(s)
+    return lattice, cart, numbers
+
+
+def structures_from_padded(lattice: np.ndarray, frac_coords: np.ndarray, numbers: np.ndarray
+                           ) -> list[Structure]:
+    """Inverse of `padded_positions` (from fractional coordinates), padding dropped."""
+    out = []
+    for cell, frac, z in zip(lattice, frac_coords, numbers, strict=True):
+        keep = z > 0
+        out.append(Structure(Lattice(np.asarray(cell, dtype=np.float64)), z[keep].tolist(),
+                             frac[keep]))
+    return out

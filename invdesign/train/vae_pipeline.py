@@ -25,11 +25,13 @@ from invdesign.generator import (
     REFINE_STEPS,
     Generator,
 )
+from invdesign.models.denoiser import DenoiserConfig
 from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.vae import CrystalVAE, VAEConfig, lattice_features
 from invdesign.plots import learning_curves
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, to_model_space
+from invdesign.train.denoiser import DenoiserHistory, DenoiserTrainConfig, train_denoiser
 from invdesign.train.pipeline import file_sha256, make_split
 from invdesign.train.vae import EpochCallback, Example, VAEHistory, VAETrainConfig, train_vae
 
@@ -259,6 +261,28 @@ def checkpoint_split_structures(generator: Generator, data: str | Path | None = 
     dataset, split = _checkpoint_data(generator, data)
     return ([dataset[int(i)].structure for i in split.train],
             [dataset[int(i)].structure for i in split.test])
+
+
+def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = None, *,
+                              config: DenoiserConfig | None = None,
+                              train_config: DenoiserTrainConfig | None = None,
+                              on_epoch=None) -> DenoiserHistory:
+    """Fit a coordinate denoiser on a checkpoint's training split (its validation part for
+    early stopping; the test part stays unseen) and attach it to the generator."""
+    config = config or DenoiserConfig()
+    train_config = train_config or DenoiserTrainConfig()
+    dataset, split = _checkpoint_data(generator, data)
+    limit = generator.config.max_atoms
+    train, val = ([dataset[int(i)].structure for i in idx if len(dataset[int(i)].structure)
+                   <= limit] for idx in (split.train, split.val))
+    model, history = train_denoiser(train, val, config, train_config, on_epoch=on_epoch)
+    generator.denoiser = model
+    generator.meta["denoiser"] = {
+        "config": config.to_dict(), "train": train_config.to_dict(),
+        "n_train": len(train), "n_val": len(val), "best_epoch": history.best_epoch,
+        "epochs_run": len(history.val_loss), "best_val_loss": min(history.val_loss),
+        "seconds": round(history.seconds, 1)}
+    return history
 
 
 def checkpoint_examples(generator: Generator, data: str | Path | None = None, *,
