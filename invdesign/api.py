@@ -246,7 +246,7 @@ class Designer:
         """Encoded training structures that the property head rates best, plus prior draws."""
         rng = np.random.default_rng(seed)
         # the Gaussian prior's wider draws spread the search (measured with it, issue #5)
-        prior = self.generator.sample(k // 3, seed=seed, prior="gaussian")[1]
+        prior = self.generator.sample(k // 3, seed=seed, prior="gaussian", denoise=False)[1]
         if not self._reference_structures:
             return prior
         pick = rng.choice(len(self._reference_structures),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from invdesign.featurize.frames import (
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.generator import Generator, composition_from_logits
+from invdesign.models.denoiser import DenoiserConfig
 from invdesign.models.reconstruction import (
     align,
     periodic_cost,
@@ -30,6 +32,7 @@ from invdesign.models.reconstruction import (
     species_blocks,
 )
 from invdesign.models.vae import CrystalVAE
+from invdesign.train.denoiser import DenoiserTrainConfig
 from invdesign.train.vae import VAETrainConfig, fit_species_head
 from invdesign.train.vae_pipeline import (
     VAEArchitecture,
@@ -39,6 +42,7 @@ from invdesign.train.vae_pipeline import (
     fit_checkpoint_latent_prior,
     held_out_structures,
     save_vae_run,
+    train_checkpoint_denoiser,
     train_generator,
 )
 from tests.toy_data import write_toy_dataset
@@ -308,3 +312,32 @@ def test_species_head_is_fitted_on_a_frozen_older_model(trained):
     assert new.config.max_species == 2 and 0.0 <= accuracy <= 1.0
     for name, value in old.state_dict().items():
         torch.testing.assert_close(new.state_dict()[name], value)
+
+
+def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tmp_path):
+    _, folder, data = trained
+    generator = Generator.load(folder)
+    z = np.zeros((2, generator.config.latent), np.float32)
+    with pytest.raises(ValueError, match="no denoiser"):
+        generator.decode(z, denoise=True)
+    config = DenoiserConfig(hidden=16, n_layers=1, n_gaussians=8, k=4, refine_steps=3,
+                            refine_noise=True)
+    history = train_checkpoint_denoiser(generator, data, config=config,
+                                        train_config=DenoiserTrainConfig(epochs=2))
+    assert len(history.val_loss) == 2
+    card = generator.meta["denoiser"]
+    assert card["n_train"] > 0 and card["n_val"] > 0 and card["config"]["k"] == 4
+    again = Generator.load(generator.save(tmp_path / "model"))
+    assert again.denoiser is not None and again.denoiser.config == config
+    plain = again.sample(3, seed=0, denoise=False)[0]
+    refined = again.sample(3, seed=0)[0]  # the checkpoint's denoiser, by default
+    moved = 0.0
+    for a, b in zip(plain, refined, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.composition == b.composition
+            np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, atol=1e-4)
+            moved += float(np.abs(a.frac_coords - b.frac_coords).sum())
+    assert moved > 0
+    again.denoiser = None
+    assert not (Path(again.save(tmp_path / "model")) / "denoiser.pt").exists()

@@ -249,10 +249,12 @@ def _checkpoint_data(generator: Generator, data: str | Path | None
     return dataset, split
 
 
-def held_out_structures(generator: Generator, data: str | Path | None = None) -> list:
-    """The test part of the split stored in a checkpoint, read from its training file."""
+def held_out_structures(generator: Generator, data: str | Path | None = None, *,
+                        part: Literal["val", "test"] = "test") -> list:
+    """The test (or validation) part of the split stored in a checkpoint, read from its
+    training file."""
     dataset, split = _checkpoint_data(generator, data)
-    return [dataset[int(i)].structure for i in split.test]
+    return [dataset[int(i)].structure for i in getattr(split, part)]
 
 
 def checkpoint_split_structures(generator: Generator, data: str | Path | None = None
