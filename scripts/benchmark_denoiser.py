@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from invdesign.evaluate.fingerprints import fingerprint_structures
 from invdesign.evaluate.generation import generation_metrics
 from invdesign.generator import Generator, refine_structures
 from invdesign.surrogate import resolve_checkpoint
@@ -29,12 +32,26 @@ from invdesign.validity import check_structures, validity_rates
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
 
-def score(samples, reference, dataset: str, jobs: int) -> dict[str, float]:
+def score(samples, reference, dataset: str, jobs: int, fingerprints=None) -> dict[str, float]:
     table = check_structures([s for s in samples if s is not None])
-    metrics = generation_metrics(samples, reference, dataset, n_jobs=jobs)
+    metrics = generation_metrics(samples, reference, dataset, n_jobs=jobs,
+                                 reference_fingerprints=fingerprints)
     return {"valid": float(validity_rates(table)["valid"]),
             "unique": float(validity_rates(table)["unique"]),
             **{k: float(metrics[k]) for k in KEYS}}
+
+
+def relaxation_rmsd(structures, n: int) -> dict[str, float]:
+    """Median RMSD (A) between the first n valid structures and their CHGNet relaxations."""
+    from invdesign.oracle.calculators import get_calculator
+    from invdesign.oracle.relax import relax
+
+    valid = [s for s in structures if s is not None]
+    table = check_structures(valid)
+    valid = [s for s, ok in zip(valid, table["valid"], strict=True) if ok][:n]
+    calculator = get_calculator("chgnet")
+    rmsd = [r.rmsd for r in (relax(s, calculator) for s in valid) if np.isfinite(r.rmsd)]
+    return {"n": len(rmsd), "median_rmsd_A": float(np.median(rmsd)) if rmsd else float("nan")}
 
 
 def main() -> None:
@@ -48,6 +65,8 @@ def main() -> None:
     parser.add_argument("--noise", choices=["yes", "no", "both"], default="both")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--relax-n", type=int, default=0,
+                        help="also the median CHGNet relaxation RMSD of this many valid samples")
     parser.add_argument("--apply", action="store_true",
                         help="store the chosen schedule in the checkpoint")
     parser.add_argument("--out", type=Path, default=Path("runs/denoiser"))
@@ -60,6 +79,7 @@ def main() -> None:
                          f"--model {args.model}` first")
     val = held_out_structures(generator, part="val")
     test = held_out_structures(generator, part="test")
+    val_fps, test_fps = (fingerprint_structures(part, n_jobs=args.jobs) for part in (val, test))
     samples = generator.sample(args.n_samples, seed=0, denoise=False)[0]
     noises = {"yes": [True], "no": [False], "both": [False, True]}[args.noise]
     rows = []
@@ -71,7 +91,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             row = {"sigma_start": sigma, "noise": noise, "steps": args.steps,
                    "seconds_per_1000": 1000 * seconds / len(samples),
-                   **score(refined, val, args.dataset, args.jobs)}
+                   **score(refined, val, args.dataset, args.jobs, val_fps)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: ((r["cov_r"] + r["cov_p"]) / 2, r["valid"]))
@@ -80,10 +100,15 @@ def main() -> None:
     result = {
         "model": args.model, "n_samples": args.n_samples, "validation": rows,
         "chosen": {k: best[k] for k in ("sigma_start", "noise", "steps")},
-        "test": {"one-shot decoder": score(samples, test, args.dataset, args.jobs),
-                 "denoised (chosen schedule)": score(chosen, test, args.dataset, args.jobs)},
-        "validation_one_shot": score(samples, val, args.dataset, args.jobs),
+        "test": {"one-shot decoder": score(samples, test, args.dataset, args.jobs, test_fps),
+                 "denoised (chosen schedule)": score(chosen, test, args.dataset, args.jobs,
+                                                     test_fps)},
+        "validation_one_shot": score(samples, val, args.dataset, args.jobs, val_fps),
     }
+    if args.relax_n:
+        result["relaxation"] = {"one-shot decoder": relaxation_rmsd(samples, args.relax_n),
+                                "denoised (chosen schedule)": relaxation_rmsd(chosen,
+                                                                              args.relax_n)}
     print(json.dumps(result["test"], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.model}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -92,16 +117,16 @@ def main() -> None:
                                             refine_sigma=best["sigma_start"],
                                             refine_steps=best["steps"],
                                             refine_noise=best["noise"])
-        generator.meta.setdefault("denoiser", {})["schedule"] = {
+        card = generator.meta.setdefault("denoiser", {})
+        card["config"] = generator.denoiser.config.to_dict()
+        card["schedule"] = {
             **result["chosen"], "chosen_on": "validation split, mean of COV-R and COV-P",
             "test": result["test"], "n_samples": args.n_samples,
-            "command": "python scripts/benchmark_denoiser.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in (("model", args.model),
-                                                            ("dataset", args.dataset),
-                                                            ("n_samples", args.n_samples)))}
+            "command": " ".join(["python scripts/benchmark_denoiser.py", *sys.argv[1:]])}
         generator.save(resolve_checkpoint(args.model))
     print(json.dumps({"chosen": result["chosen"],
-                      "test_denoised": result["test"]["denoised (chosen schedule)"]}))
+                      "test_denoised": result["test"]["denoised (chosen schedule)"],
+                      "relaxation": result.get("relaxation")}))
 
 
 if __name__ == "__main__":
