@@ -306,8 +306,14 @@ class Generator:
                     ) -> list[Structure | None]:
         """Decode each structure's latent code (the encoder's mean, refined by `refine_steps`
         gradient steps; 0 for the one-shot encoder alone), with the property head's
-        conditions; `denoise` as in `decode`."""
+        conditions.
+
+        `denoise` defaults to the denoiser only for one-shot codes: a refined code is already
+        fitted to its crystal, and denoising it pulls the atoms toward the training
+        distribution instead (measured: vae-perov5 test RMSE 0.0043 -> 0.0172)."""
         mu, _ = self.encode(structures, refine_steps=refine_steps)
+        if denoise is None:
+            denoise = refine_steps == 0 and self.denoiser is not None
         return self.decode(mu, denoise=denoise)
 
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,

@@ -159,8 +159,10 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
         return result
     if args.conditional_only:
         return result | conditional_variants(designer, args.n_conditional)
+    denoise = {"auto": None, "yes": True, "no": False}[args.denoise_reconstruction]
     result["reconstruction"] = evaluate_reconstruction(designer.generator, test,
-                                                       refine_steps=args.refine_steps)
+                                                       refine_steps=args.refine_steps,
+                                                       denoise=denoise)
     if args.reconstruction_only:
         return result
     samples = designer.generator.sample(args.n_samples, seed=0)[0]
@@ -275,6 +277,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--refine-steps", type=int, default=200,
                         help="latent refinement steps when reconstructing (0: one-shot only)")
+    parser.add_argument("--denoise-reconstruction", choices=["auto", "yes", "no"],
+                        default="auto", help="denoise latent-refined reconstructions (auto: "
+                        "no; one-shot reconstructions are denoised when the checkpoint can)")
     parser.add_argument("--reconstruction-only", action="store_true",
                         help="only the reconstruction table")
     parser.add_argument("--throughput-only", action="store_true",

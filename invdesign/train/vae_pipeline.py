@@ -310,7 +310,8 @@ def checkpoint_examples(generator: Generator, data: str | Path | None = None, *,
 
 
 def evaluate_reconstruction(generator: Generator, structures: Sequence, *,
-                            refine_steps: int = REFINE_STEPS) -> dict[str, Any]:
+                            refine_steps: int = REFINE_STEPS,
+                            denoise: bool | None = None) -> dict[str, Any]:
     """CDVAE reconstruction metrics: encode each structure, decode, match.
 
     The headline `match_rate` / `rmse` use our encoder, the one-shot mean refined by
@@ -319,6 +320,8 @@ def evaluate_reconstruction(generator: Generator, structures: Sequence, *,
     reconstruction is a miss, so a crystal that fails the validity checks itself can never
     be matched: `ground_truth_valid` (the share that passes) is the ceiling of `match_rate`,
     and `match_rate_any_validity` counts matches without the validity requirement.
+    One-shot reconstructions are denoised when the checkpoint has a denoiser; refined ones
+    only with `denoise=True` (`denoised` / `amortised_denoised` record what was done).
     """
     start = time.perf_counter()
     decoded = generator.reconstruct(structures, refine_steps=0)
@@ -327,7 +330,8 @@ def evaluate_reconstruction(generator: Generator, structures: Sequence, *,
     result: dict[str, Any] = {**amortised, "decode_seconds": amortised_seconds}
     if refine_steps > 0:
         start = time.perf_counter()
-        decoded = generator.reconstruct(structures, refine_steps=refine_steps)
+        decoded = generator.reconstruct(structures, refine_steps=refine_steps,
+                                        denoise=denoise)
         result = {**match_rate_and_rmse(decoded, structures),
                   "decode_seconds": time.perf_counter() - start}
     result["match_rate_any_validity"] = match_rate_and_rmse(
@@ -336,5 +340,8 @@ def evaluate_reconstruction(generator: Generator, structures: Sequence, *,
     result.update({"refine_steps": refine_steps,
                    "amortised_match_rate": amortised["match_rate"],
                    "amortised_rmse": amortised["rmse"],
-                   "amortised_decode_seconds": amortised_seconds})
+                   "amortised_decode_seconds": amortised_seconds,
+                   "denoised": bool(denoise) if refine_steps > 0 else
+                   generator.denoiser is not None,
+                   "amortised_denoised": generator.denoiser is not None})
     return result
