@@ -339,5 +339,12 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
             np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, atol=1e-4)
             moved += float(np.abs(a.frac_coords - b.frac_coords).sum())
     assert moved > 0
+    # a latent-refined reconstruction is fitted to its crystal: not denoised unless asked
+    crystal = [next(s for s in plain if s is not None)]
+    default = again.reconstruct(crystal, refine_steps=2)[0]
+    undenoised = again.reconstruct(crystal, refine_steps=2, denoise=False)[0]
+    assert (default is None) == (undenoised is None)
+    if default is not None:
+        np.testing.assert_allclose(default.frac_coords, undenoised.frac_coords)
     again.denoiser = None
     assert not (Path(again.save(tmp_path / "model")) / "denoiser.pt").exists()
