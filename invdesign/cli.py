@@ -188,6 +188,8 @@ def train_denoiser_cmd(
     data: Annotated[Path | None, typer.Option(
         help="The checkpoint's training file, if it has moved.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(
+        help="Continue training the checkpoint's denoiser instead of starting afresh.")] = False,
 ) -> None:
     """Train a coordinate denoiser on a VAE checkpoint's training split and store it in the
     checkpoint: sampling and decoding then refine decoded coordinates with it."""
@@ -211,7 +213,7 @@ def train_denoiser_cmd(
 
             train_checkpoint_denoiser(generator, data, config=config, train_config=(
                 DenoiserTrainConfig(epochs=epochs, patience=patience, seed=seed)),
-                on_epoch=on_epoch)
+                on_epoch=on_epoch, resume=resume)
             bar.update(task, completed=epochs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))

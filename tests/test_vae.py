@@ -327,6 +327,12 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
     assert len(history.val_loss) == 2
     card = generator.meta["denoiser"]
     assert card["n_train"] > 0 and card["n_val"] > 0 and card["config"]["k"] == 4
+    first = {k: v.clone() for k, v in generator.denoiser.state_dict().items()}
+    train_checkpoint_denoiser(generator, data, config=config, resume=True,
+                              train_config=DenoiserTrainConfig(epochs=1, seed=1))
+    assert generator.meta["denoiser"]["resumed_from"]["epochs_run"] == 2
+    assert generator.denoiser.config == config
+    assert any(not torch.equal(first[k], v) for k, v in generator.denoiser.state_dict().items())
     again = Generator.load(generator.save(tmp_path / "model"))
     assert again.denoiser is not None and again.denoiser.config == config
     plain = again.sample(3, seed=0, denoise=False)[0]

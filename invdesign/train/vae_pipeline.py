@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,22 +268,34 @@ def checkpoint_split_structures(generator: Generator, data: str | Path | None = 
 def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = None, *,
                               config: DenoiserConfig | None = None,
                               train_config: DenoiserTrainConfig | None = None,
-                              on_epoch=None) -> DenoiserHistory:
+                              on_epoch=None, resume: bool = False) -> DenoiserHistory:
     """Fit a coordinate denoiser on a checkpoint's training split (its validation part for
-    early stopping; the test part stays unseen) and attach it to the generator."""
+    early stopping; the test part stays unseen) and attach it to the generator; `resume`
+    continues from the checkpoint's own denoiser (same architecture required)."""
     config = config or DenoiserConfig()
     train_config = train_config or DenoiserTrainConfig()
     dataset, split = _checkpoint_data(generator, data)
     limit = generator.config.max_atoms
     train, val = ([dataset[int(i)].structure for i in idx if len(dataset[int(i)].structure)
                    <= limit] for idx in (split.train, split.val))
-    model, history = train_denoiser(train, val, config, train_config, on_epoch=on_epoch)
+    init = None
+    if resume:
+        if generator.denoiser is None:
+            raise ValueError("resume: this checkpoint has no denoiser yet")
+        init = generator.denoiser
+        config = replace(init.config, refine_sigma=config.refine_sigma,
+                         refine_steps=config.refine_steps, refine_noise=config.refine_noise)
+    previous = generator.meta.get("denoiser") if resume else None
+    model, history = train_denoiser(train, val, config, train_config, on_epoch=on_epoch,
+                                    init=init)
     generator.denoiser = model
     generator.meta["denoiser"] = {
         "config": config.to_dict(), "train": train_config.to_dict(),
         "n_train": len(train), "n_val": len(val), "best_epoch": history.best_epoch,
         "epochs_run": len(history.val_loss), "best_val_loss": min(history.val_loss),
         "seconds": round(history.seconds, 1)}
+    if previous is not None:
+        generator.meta["denoiser"]["resumed_from"] = previous
     return history
 
 
