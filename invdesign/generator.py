@@ -243,9 +243,13 @@ class Generator:
               else torch.as_tensor(np.asarray(y_std, dtype=np.float32)))
         out = self.model.decode(zt, yt)
         structures = self._to_structures(out, elements, max_atoms)
-        if denoise or (denoise is None and self.denoiser is not None):
+        if self._denoises(denoise):
             structures = self.denoise(structures, seed=seed)
         return structures
+
+    def _denoises(self, denoise: bool | None) -> bool:
+        """The `denoise` argument resolved: None means "when the checkpoint has a denoiser"."""
+        return self.denoiser is not None if denoise is None else denoise
 
     def denoise(self, structures: Sequence[Structure | None], *, seed: int = 0
                 ) -> list[Structure | None]:
@@ -355,7 +359,7 @@ class Generator:
         if draws > n:
             keep = self.screen(structures, conditions, n)
             structures, z, y = [structures[i] for i in keep], z[keep], y[keep]
-        if denoise or (denoise is None and self.denoiser is not None):
+        if self._denoises(denoise):
             structures = self.denoise(structures, seed=seed)
         return structures, z, y
 

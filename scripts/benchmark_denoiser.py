@@ -36,8 +36,8 @@ def score(samples, reference, dataset: str, jobs: int, fingerprints=None) -> dic
     table = check_structures([s for s in samples if s is not None])
     metrics = generation_metrics(samples, reference, dataset, n_jobs=jobs,
                                  reference_fingerprints=fingerprints)
-    return {"valid": float(validity_rates(table)["valid"]),
-            "unique": float(validity_rates(table)["unique"]),
+    rates = validity_rates(table)
+    return {"valid": float(rates["valid"]), "unique": float(rates["unique"]),
             **{k: float(metrics[k]) for k in KEYS}}
 
 

@@ -60,19 +60,21 @@ class PaddedCrystals:
         return cls(torch.as_tensor(lattice, dtype=torch.float32),
                    torch.as_tensor(cart, dtype=torch.float32), torch.as_tensor(numbers))
 
+    def _fractional(self, cart: torch.Tensor) -> torch.Tensor:
+        """Cartesian positions (B, M, 3) -> fractional coordinates wrapped into [0, 1)."""
+        frac = torch.linalg.solve(self.lattice.transpose(1, 2), cart.transpose(1, 2))
+        return torch.remainder(frac.transpose(1, 2), 1.0)
+
     def wrapped(self, cart: torch.Tensor) -> torch.Tensor:
         """Positions mapped back into the cell (fractional coordinates in [0, 1))."""
-        frac = torch.linalg.solve(self.lattice.transpose(1, 2), cart.transpose(1, 2))
-        frac = torch.remainder(frac.transpose(1, 2), 1.0)
-        return frac @ self.lattice
+        return self._fractional(cart) @ self.lattice
 
     def with_positions(self, cart: torch.Tensor) -> PaddedCrystals:
         return PaddedCrystals(self.lattice, cart, self.numbers)
 
     def frac_coords(self) -> np.ndarray:
         """(B, M, 3) fractional coordinates in [0, 1), float64."""
-        frac = torch.linalg.solve(self.lattice.transpose(1, 2), self.cart.transpose(1, 2))
-        return torch.remainder(frac.transpose(1, 2), 1.0).double().numpy()
+        return self._fractional(self.cart).double().numpy()
 
 
 def periodic_knn(crystals: PaddedCrystals, k: int, images: int
