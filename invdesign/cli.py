@@ -185,6 +185,11 @@ def train_denoiser_cmd(
     steps: Annotated[int, typer.Option(help="Refinement steps when sampling.")] = 20,
     noise: Annotated[bool, typer.Option(
         help="Add fresh noise of scale sigma-start before refining (more diverse).")] = False,
+    start: Annotated[str, typer.Option(
+        help="Where sampling starts: 'decoded' positions, or 'random' ones in the decoded "
+             "cell (needs --sigma-max of about half the longest cell edge).")] = "decoded",
+    sigma_max: Annotated[float, typer.Option(
+        help="Largest training noise level (A).")] = 1.0,
     data: Annotated[Path | None, typer.Option(
         help="The checkpoint's training file, if it has moved.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -202,7 +207,7 @@ def train_denoiser_cmd(
     try:
         generator = Generator.load(model)
         config = DenoiserConfig(refine_sigma=sigma_start, refine_steps=steps,
-                                refine_noise=noise)
+                                refine_noise=noise, refine_start=start, sigma_max=sigma_max)
         with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
                       console=console) as bar:
             task = bar.add_task("training", total=epochs, status="")

@@ -1,7 +1,9 @@
 """Choose a VAE checkpoint's denoising schedule on its validation split, report it on the test
 split.
 
-For each schedule (start noise level, fresh noise or not) the same prior samples are refined
+For each schedule (start noise level, number of steps, fresh noise or not, deterministic or
+ancestral steps; with `--start random` the decoded positions are replaced by uniform random
+ones in the decoded cell, DiffCSP-style) the same prior samples are refined
 and scored like `benchmark_generation.py` scores samples (validity, uniqueness, CDVAE COV and
 EMD) against the checkpoint's *validation* crystals; the schedule with the best mean of COV-R
 and COV-P there (ties: validity) is then scored once against the *test* crystals, beside the
@@ -13,6 +15,7 @@ one-shot decoder. `--apply` stores the chosen schedule in the checkpoint.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -29,6 +32,7 @@ from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import held_out_structures
 from invdesign.validity import check_structures, validity_rates
 
+SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic")
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
 
@@ -61,8 +65,10 @@ def main() -> None:
                                                          "cutoffs)")
     parser.add_argument("--n-samples", type=int, default=500)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.7, 1.0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, nargs="+", default=[20])
     parser.add_argument("--noise", choices=["yes", "no", "both"], default="both")
+    parser.add_argument("--start", choices=["decoded", "random"], default="decoded")
+    parser.add_argument("--stochastic", choices=["yes", "no", "both"], default="no")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--relax-n", type=int, default=0,
@@ -81,25 +87,27 @@ def main() -> None:
     test = held_out_structures(generator, part="test")
     val_fps, test_fps = (fingerprint_structures(part, n_jobs=args.jobs) for part in (val, test))
     samples = generator.sample(args.n_samples, seed=0, denoise=False)[0]
-    noises = {"yes": [True], "no": [False], "both": [False, True]}[args.noise]
+    flags = {"yes": [True], "no": [False], "both": [False, True]}
+    noises = [False] if args.start == "random" else flags[args.noise]
+    schedules = [{"sigma_start": sigma, "steps": steps, "noise": noise, "start": args.start,
+                  "stochastic": stochastic}
+                 for sigma, steps, noise, stochastic in itertools.product(
+                     args.sigmas, args.steps, noises, flags[args.stochastic])]
     rows = []
-    for sigma in args.sigmas:
-        for noise in noises:
-            start = time.perf_counter()
-            refined = refine_structures(generator.denoiser, samples, sigma_start=sigma,
-                                        steps=args.steps, noise=noise, seed=0)
-            seconds = time.perf_counter() - start
-            row = {"sigma_start": sigma, "noise": noise, "steps": args.steps,
-                   "seconds_per_1000": 1000 * seconds / len(samples),
-                   **score(refined, val, args.dataset, args.jobs, val_fps)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for schedule in schedules:
+        start = time.perf_counter()
+        refined = refine_structures(generator.denoiser, samples, seed=0, **schedule)
+        seconds = time.perf_counter() - start
+        row = {**schedule, "seconds_per_1000": 1000 * seconds / len(samples),
+               **score(refined, val, args.dataset, args.jobs, val_fps)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: ((r["cov_r"] + r["cov_p"]) / 2, r["valid"]))
-    chosen = refine_structures(generator.denoiser, samples, sigma_start=best["sigma_start"],
-                               steps=best["steps"], noise=best["noise"], seed=0)
+    chosen_schedule = {k: best[k] for k in SCHEDULE}
+    chosen = refine_structures(generator.denoiser, samples, seed=0, **chosen_schedule)
     result = {
         "model": args.model, "n_samples": args.n_samples, "validation": rows,
-        "chosen": {k: best[k] for k in ("sigma_start", "noise", "steps")},
+        "chosen": chosen_schedule,
         "test": {"one-shot decoder": score(samples, test, args.dataset, args.jobs, test_fps),
                  "denoised (chosen schedule)": score(chosen, test, args.dataset, args.jobs,
                                                      test_fps)},
@@ -116,7 +124,9 @@ def main() -> None:
         generator.denoiser.config = replace(generator.denoiser.config,
                                             refine_sigma=best["sigma_start"],
                                             refine_steps=best["steps"],
-                                            refine_noise=best["noise"])
+                                            refine_noise=best["noise"],
+                                            refine_start=best["start"],
+                                            refine_stochastic=best["stochastic"])
         card = generator.meta.setdefault("denoiser", {})
         card["config"] = generator.denoiser.config.to_dict()
         card["schedule"] = {

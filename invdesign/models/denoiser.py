@@ -21,6 +21,8 @@ from torch import nn
 
 from invdesign.models.cgcnn import GaussianExpansion
 
+START_POINTS = ("decoded", "random")
+
 
 @dataclass(frozen=True, kw_only=True)
 class DenoiserConfig:
@@ -37,6 +39,13 @@ class DenoiserConfig:
     refine_sigma: float = 0.3  # refinement starts at this noise level
     refine_steps: int = 20
     refine_noise: bool = False  # add fresh noise of scale refine_sigma before refining
+    refine_start: str = "decoded"  # "random": positions drawn uniformly in the cell instead
+    refine_stochastic: bool = False  # ancestral steps (fresh noise each step) instead of ODE
+
+    def __post_init__(self) -> None:
+        if self.refine_start not in START_POINTS:
+            raise ValueError(f"refine_start must be one of {START_POINTS}, "
+                             f"got {self.refine_start!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,24 +186,42 @@ class Denoiser(nn.Module):
     @torch.no_grad()
     def refine(self, crystals: PaddedCrystals, *, sigma_start: float | None = None,
                steps: int | None = None, noise: bool | None = None,
+               start: str | None = None, stochastic: bool | None = None,
                generator: torch.Generator | None = None) -> PaddedCrystals:
-        """Walk the positions down the noise ladder sigma_start -> sigma_min -> 0."""
+        """Walk the positions down the noise ladder sigma_start -> sigma_min -> 0.
+
+        `start="random"` discards the given positions and draws them uniformly in the cell
+        (the large-noise limit on the torus; use it with sigma_start near sigma_max), so only
+        lattice and species come from the input. Steps are deterministic (probability-flow
+        ODE) unless `stochastic`, which takes ancestral steps with fresh noise."""
         c = self.config
         sigma_start = c.refine_sigma if sigma_start is None else sigma_start
         steps = c.refine_steps if steps is None else steps
         noise = c.refine_noise if noise is None else noise
+        start = c.refine_start if start is None else start
+        stochastic = c.refine_stochastic if stochastic is None else stochastic
         if sigma_start <= 0 or steps < 1:
             raise ValueError(f"sigma_start must be > 0 and steps >= 1, got {sigma_start} "
                              f"and {steps}")
+        if start not in START_POINTS:
+            raise ValueError(f"start must be one of {START_POINTS}, got {start!r}")
         sigmas = [*np.geomspace(sigma_start, c.sigma_min, steps).tolist(), 0.0]
         cart = crystals.cart
-        if noise:
-            fresh = torch.randn(cart.shape, generator=generator)
-            cart = cart + sigma_start * center(fresh, crystals.mask)
+        mask = crystals.mask
+        if start == "random":
+            frac = torch.rand(cart.shape, generator=generator)
+            cart = (frac @ crystals.lattice) * mask[..., None]
+        elif noise:
+            cart = cart + sigma_start * center(torch.randn(cart.shape, generator=generator), mask)
         for s, s_next in itertools.pairwise(sigmas):
             current = crystals.with_positions(crystals.wrapped(cart))
             eps = self(current, torch.full((len(cart),), s))
-            cart = current.cart - (s - s_next) * eps
+            if stochastic and s_next > 0:
+                variance = s ** 2 - s_next ** 2
+                fresh = center(torch.randn(cart.shape, generator=generator), mask)
+                cart = current.cart - variance / s * eps + math.sqrt(variance) * s_next / s * fresh
+            else:
+                cart = current.cart - (s - s_next) * eps
         return crystals.with_positions(crystals.wrapped(cart))
 
     def state(self) -> dict:

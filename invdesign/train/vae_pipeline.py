@@ -284,7 +284,8 @@ def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = No
             raise ValueError("resume: this checkpoint has no denoiser yet")
         init = generator.denoiser
         config = replace(init.config, refine_sigma=config.refine_sigma,
-                         refine_steps=config.refine_steps, refine_noise=config.refine_noise)
+                         refine_steps=config.refine_steps, refine_noise=config.refine_noise,
+                         refine_start=config.refine_start)
     previous = generator.meta.get("denoiser") if resume else None
     model, history = train_denoiser(train, val, config, train_config, on_epoch=on_epoch,
                                     init=init)
