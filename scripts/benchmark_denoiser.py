@@ -22,12 +22,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from invdesign.evaluate.fingerprints import fingerprint_structures
 from invdesign.evaluate.generation import generation_metrics
 from invdesign.generator import Generator, refine_structures
+from invdesign.oracle.calculators import get_calculator
+from invdesign.oracle.relax import median_relaxation_rmsd
 from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import held_out_structures
 from invdesign.validity import check_structures, validity_rates
@@ -45,17 +46,10 @@ def score(samples, reference, dataset: str, jobs: int, fingerprints=None) -> dic
             **{k: float(metrics[k]) for k in KEYS}}
 
 
-def relaxation_rmsd(structures, n: int) -> dict[str, float]:
-    """Median RMSD (A) between the first n valid structures and their CHGNet relaxations."""
-    from invdesign.oracle.calculators import get_calculator
-    from invdesign.oracle.relax import relax
-
-    valid = [s for s in structures if s is not None]
-    table = check_structures(valid)
-    valid = [s for s, ok in zip(valid, table["valid"], strict=True) if ok][:n]
-    calculator = get_calculator("chgnet")
-    rmsd = [r.rmsd for r in (relax(s, calculator) for s in valid) if np.isfinite(r.rmsd)]
-    return {"n": len(rmsd), "median_rmsd_A": float(np.median(rmsd)) if rmsd else float("nan")}
+def valid_only(structures) -> list:
+    present = [s for s in structures if s is not None]
+    table = check_structures(present)
+    return [s for s, ok in zip(present, table["valid"], strict=True) if ok]
 
 
 def main() -> None:
@@ -114,9 +108,11 @@ def main() -> None:
         "validation_one_shot": score(samples, val, args.dataset, args.jobs, val_fps),
     }
     if args.relax_n:
-        result["relaxation"] = {"one-shot decoder": relaxation_rmsd(samples, args.relax_n),
-                                "denoised (chosen schedule)": relaxation_rmsd(chosen,
-                                                                              args.relax_n)}
+        calculator = get_calculator("chgnet")
+        result["relaxation"] = {
+            name: median_relaxation_rmsd(valid_only(structures), calculator, args.relax_n)
+            for name, structures in (("one-shot decoder", samples),
+                                     ("denoised (chosen schedule)", chosen))}
     print(json.dumps(result["test"], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.model}.json").write_text(json.dumps(result, indent=1) + "\n")

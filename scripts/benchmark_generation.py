@@ -33,6 +33,8 @@ import torch
 from invdesign.api import Designer
 from invdesign.evaluate import generation_metrics
 from invdesign.generator import SCREEN
+from invdesign.oracle.calculators import get_calculator
+from invdesign.oracle.relax import median_relaxation_rmsd
 from invdesign.train.vae_pipeline import (
     checkpoint_split_structures,
     evaluate_reconstruction,
@@ -52,27 +54,6 @@ def throughput(designer: Designer, n: int, jobs: int) -> dict[str, float]:
     checked = time.perf_counter()
     return {"n": n, "sample_s": decoded - start, "validity_and_unique_s": checked - decoded,
             "total_s": checked - start, "unique": float(table["unique"].mean())}
-
-
-def relaxation_rmsd(structures, n: int) -> dict[str, float]:
-    """Median RMSD (A) between valid samples and their CHGNet-relaxed structures."""
-    from invdesign.oracle.calculators import get_calculator
-    from invdesign.oracle.relax import relax
-
-    calculator = get_calculator("chgnet")
-    rmsd, failed = [], 0
-    for s in structures[:n]:
-        try:
-            result = relax(s, calculator)
-        except Exception:
-            failed += 1
-            continue
-        if not np.isfinite(result.rmsd):
-            failed += 1
-        else:
-            rmsd.append(result.rmsd)
-    return {"n": len(rmsd), "failed": failed,
-            "median_rmsd_A": float(np.median(rmsd)) if rmsd else float("nan")}
 
 
 def conditional_error(designer: Designer, n: int, prior: str = "auto", screen: int = SCREEN
@@ -179,8 +160,9 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
     result["valid_unique_novel"] = float(vun.sum() / len(samples))
     result["throughput"] = throughput(designer, args.throughput_n, args.jobs)
     if args.relax_n:
-        result["relaxation"] = relaxation_rmsd([s for s, good in zip(valid, ok, strict=True)
-                                                if good], args.relax_n)
+        result["relaxation"] = median_relaxation_rmsd(
+            [s for s, good in zip(valid, ok, strict=True) if good], get_calculator("chgnet"),
+            args.relax_n)
     dataset = DATASETS.get(name, "mp_20")
     result["samplers"] = sampler_comparison(designer, test, dataset, args)
     result.update(conditional_variants(designer, args.n_conditional))

@@ -33,7 +33,7 @@ from invdesign.oracle import (
 )
 from invdesign.oracle import executor as executor_mod
 from invdesign.oracle import oracle as oracle_mod
-from invdesign.oracle.relax import frac_rmsd, to_structure
+from invdesign.oracle.relax import frac_rmsd, median_relaxation_rmsd, to_structure
 from invdesign.properties.derived import debye_heat_capacity
 
 EMT = get_calculator("emt")
@@ -68,6 +68,17 @@ def test_relax_recovers_emt_lattice_constant(cu):
     assert np.abs(res.atoms.get_stress()).max() / GPa < 0.2
     assert 0.005 < res.rmsd < 0.2  # the perturbation is undone
     assert res.volume_change < 0 and -0.01 < res.energy_per_atom < 0.0
+
+
+def test_median_relaxation_rmsd_counts_failures_and_only_takes_n(cu):
+    """A perturbed copy of Cu relaxes back by about its perturbation, a structure the
+    relaxation cannot handle is counted as failed, and only the first n are relaxed."""
+    perturbed = cu.copy()
+    perturbed.perturb(0.1, seed=0)
+    empty_cell = Structure(cu.lattice, [], [])
+    summary = median_relaxation_rmsd([perturbed, perturbed, empty_cell, cu], EMT, n=3)
+    assert summary["n"] == 2 and summary["failed"] == 1
+    assert 0.03 < summary["median_rmsd_A"] < 0.2
 
 
 def test_frac_rmsd_ignores_cell_change_and_translation():
