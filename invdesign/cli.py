@@ -429,8 +429,51 @@ def oracle_command(
     Console().print(summary)
 
 
-app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "
-            "relaxation, elastic moduli, thermal expansion. Use --candidates FILE.")(oracle_command)
+@app.command()
+def verify(
+    candidates: Annotated[Path, typer.Option(help="Structures: a candidates.csv with CIFs or "
+                                                  "any load_dataset format.")],
+    out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
+    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
+    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
+    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
+    thermal: Annotated[bool, typer.Option(
+        help="Thermal-expansion stage (--no-thermal: relaxation and moduli only, about half "
+             "the time).")] = True,
+    calibration: Annotated[Path | None, typer.Option(
+        help="Oracle -> DFT calibration JSON for the *_calibrated columns (default: the "
+             "shipped one for the calculator, if any).")] = None,
+) -> None:
+    """Verify candidates with the physics oracle (CHGNet by default): relaxation, elastic
+    moduli, thermal expansion. With a calibration (CHGNet ships one), K and G on the DFT (PBE)
+    scale go to OUT with the suffix `.calibrated.csv`."""
+    oracle_command(candidates, out, workers, calculator, ray_address, temperature, max_atoms,
+                   thermal)
+    from invdesign.oracle.calibration import Calibration, calibrated_results
+    from invdesign.surrogate import checkpoints_dir
+
+    path = calibration or checkpoints_dir() / "oracle-calibration" / f"{calculator}.json"
+    if not path.exists():
+        if calibration is not None:
+            _fail(f"{path}: no such calibration file")
+        return
+    import pandas as pd
+
+    try:
+        fitted = Calibration.load(path)
+        table = calibrated_results(pd.read_csv(out), fitted)
+    except (ValueError, KeyError) as err:
+        _fail(f"{path}: {err}")
+    if fitted.calculator and fitted.calculator != calculator:
+        console.print(f"[yellow]warning:[/] {path.name} was fitted to {fitted.calculator} "
+                      f"results, these come from {calculator}")
+    target = out.with_suffix(".calibrated.csv")
+    table.to_csv(target, index=False)
+    typer.echo(f"K and G calibrated to DFT ({path.name}, {fitted.fit_split}) -> {target}")
+
+
 app.command("label", help="Label a training set with oracle K, G, alpha and Debye temperature "
             "(id -> values). Use --data FILE.")(oracle_command)
 

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from toy_data import write_toy_dataset
@@ -215,3 +216,28 @@ def test_evaluate_generation_prints_metrics_json(example_cifs, tmp_path):
     bad = invoke("evaluate", "generation", "--samples", folder, "--reference", example_cifs,
                  "--dataset", "nope")
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_verify_writes_calibrated_moduli_when_a_calibration_is_given(tmp_path, cu):
+    from invdesign.oracle import Calibration
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cu.to(filename=str(folder / "cu.cif"))
+    rng = np.random.default_rng(0)
+    raw = {"K_vrh": rng.uniform(20, 200, 10), "G_vrh": rng.uniform(10, 100, 10)}
+    cal = Calibration.fit(raw, {m: 1.5 * v for m, v in raw.items()}, calculator="emt",
+                          fit_split="synthetic", covariates={})
+    cal_path = cal.save(tmp_path / "emt.json")
+    out = tmp_path / "verify.csv"
+    args = ("verify", "--candidates", folder, "--out", out, "--calculator", "emt",
+            "--no-thermal")
+    result = invoke(*args, "--calibration", cal_path)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out.with_suffix(".calibrated.csv"))
+    assert table["status"].tolist() == ["ok"]
+    np.testing.assert_allclose(table["K_vrh_calibrated"], 1.5 * table["K_vrh"], rtol=1e-6)
+    np.testing.assert_allclose(table["G_vrh_calibrated"], 1.5 * table["G_vrh"], rtol=1e-6)
+
+    missing = invoke(*args, "--calibration", tmp_path / "none.json")
+    assert missing.exit_code != 0 and "none.json" in squeezed(missing.output)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from invdesign.oracle import Calibration, LogLinearFit, agreement
+from invdesign.oracle.calibration import calibrated_results
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_oracle.py"
 
@@ -263,3 +264,35 @@ def test_covariate_fit_recovers_a_two_regressor_map_and_needs_its_values(tmp_pat
     assert back == cal
     one = Calibration.fit(oracle, dft, calculator="chgnet", fit_split="train", covariates={})
     assert one["G_vrh"].covariate == "" and one["G_vrh"].covariate_slope == 0.0
+
+
+def test_calibrated_results_adds_columns_beside_the_raw_ones():
+    oracle = _synthetic(20, seed=5)
+    dft = {"K_vrh": _linear_log(oracle["K_vrh"], 0.95, 0.08),
+           "G_vrh": _linear_log(oracle["G_vrh"], 0.8, 0.35)}
+    cal = Calibration.fit(oracle, dft, calculator="emt", fit_split="train", covariates={})
+    results = pd.DataFrame({"id": ["a", "b", "c"], "K_vrh": [100.0, 50.0, np.nan],
+                            "G_vrh": [40.0, 20.0, np.nan], "E": [106.0, 53.0, np.nan],
+                            "status": ["ok", "ok", "failed: mechanically unstable"]})
+    table = calibrated_results(results, cal)
+    assert list(table.columns) == ["id", "K_vrh", "K_vrh_calibrated", "G_vrh",
+                                   "G_vrh_calibrated", "E", "E_calibrated", "status"]
+    k, g = table["K_vrh_calibrated"].to_numpy(), table["G_vrh_calibrated"].to_numpy()
+    np.testing.assert_allclose(k[:2], 10 ** (0.95 * np.log10([100.0, 50.0]) + 0.08))
+    np.testing.assert_allclose(g[:2], 10 ** (0.8 * np.log10([40.0, 20.0]) + 0.35))
+    np.testing.assert_allclose(table["E_calibrated"][:2], 9 * k[:2] * g[:2] / (3 * k[:2] + g[:2]))
+    assert table.iloc[2][["K_vrh_calibrated", "G_vrh_calibrated", "E_calibrated"]].isna().all()
+    with pytest.raises(ValueError, match="lack column"):
+        calibrated_results(results.drop(columns="G_vrh"), cal)
+
+
+def test_shipped_chgnet_calibration_stiffens_the_soft_shear_modulus():
+    """CHGNet's G is tens of GPa too soft against PBE; the shipped map raises it and leaves K
+    within about 20 %, e.g. for silicon-like raw values (K 90, G 45 GPa; PBE 89, 62)."""
+    from invdesign.surrogate import checkpoints_dir
+
+    cal = Calibration.load(checkpoints_dir() / "oracle-calibration" / "chgnet.json")
+    assert cal.calculator == "chgnet" and min(f.n_pairs for f in cal.fits) >= 500
+    out = cal.apply_table({"K_vrh": np.array([90.0]), "G_vrh": np.array([45.0])})
+    assert 0.8 * 90 < out["K_vrh"][0] < 1.2 * 90
+    assert out["G_vrh"][0] > 45.0

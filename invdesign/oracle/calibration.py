@@ -11,7 +11,8 @@ second regressor lifted held-out Spearman of G from 0.84 to 0.88), K with itself
 on one set of structures (e.g. the calibration half of a composition split) and applies it to
 others. It is saved as JSON with its provenance so that it is never reported on the data it was
 fit to without saying so. `agreement` gives the usual comparison metrics (MAE in GPa and in
-log10, Spearman, mean signed error). Pure numpy/scipy: no torch.
+log10, Spearman, mean signed error), and `calibrated_results` adds calibrated columns to an
+oracle results table. Pure numpy/scipy/pandas: no torch.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import spearmanr
+
+from invdesign.properties.derived import youngs_modulus
 
 __all__ = [
     "COVARIATES",
@@ -35,6 +39,7 @@ __all__ = [
     "Calibration",
     "LogLinearFit",
     "agreement",
+    "calibrated_results",
     "positive_pairs",
 ]
 
@@ -281,3 +286,22 @@ class Calibration:
     def load(cls, path: str | Path) -> Calibration:
         """Read a calibration written by `save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def calibrated_results(results: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+    """An oracle results table (`CSV_COLUMNS`) with `<modulus>_calibrated` columns (GPa) beside
+    the raw ones, and `E_calibrated` from calibrated K and G when both are calibrated; NaN
+    where the oracle gave no positive modulus."""
+    out = results.copy()
+    needed = {*calibration.moduli, *(f.covariate for f in calibration.fits)} - {""}
+    missing = sorted(needed - set(out.columns))
+    if missing:
+        raise ValueError(f"oracle results lack column(s) {', '.join(missing)}")
+    values = {m: pd.to_numeric(out[m], errors="coerce").to_numpy(float) for m in needed}
+    calibrated = calibration.apply_table(values)
+    for modulus, column in calibrated.items():
+        out.insert(out.columns.get_loc(modulus) + 1, f"{modulus}_calibrated", column)
+    if {"K_vrh", "G_vrh"} <= calibrated.keys() and "E" in out.columns:
+        out.insert(out.columns.get_loc("E") + 1, "E_calibrated",
+                   youngs_modulus(calibrated["K_vrh"], calibrated["G_vrh"]))
+    return out
