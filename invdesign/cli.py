@@ -395,6 +395,7 @@ def predict(
 
 
 def oracle_command(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option("--candidates", "--data", help="Structures: a "
                                        "candidates.csv with CIFs or any load_dataset format.")],
     out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
@@ -406,6 +407,10 @@ def oracle_command(
     thermal: Annotated[bool, typer.Option(
         help="Thermal-expansion stage (--no-thermal: relaxation and moduli only, about half "
              "the time).")] = True,
+    calibration: Annotated[Path | None, typer.Option(
+        help="Oracle -> DFT calibration JSON: K, G and E on the DFT (PBE) scale go to OUT "
+             "with the suffix .calibrated.csv (verify: the shipped one for the calculator by "
+             "default).")] = None,
 ) -> None:
     """Relax, elastic moduli and thermal expansion of each structure with the physics oracle."""
     import torch
@@ -427,53 +432,37 @@ def oracle_command(
     for name, count in status.items():
         summary.add_row(str(name), str(count))
     Console().print(summary)
+    if calibration is None and ctx.info_name == "verify":
+        from invdesign.surrogate import checkpoints_dir
+
+        shipped = checkpoints_dir() / "oracle-calibration" / f"{calculator}.json"
+        calibration = shipped if shipped.exists() else None
+    if calibration is not None:
+        _write_calibrated(out, calibration, calculator)
 
 
-@app.command()
-def verify(
-    candidates: Annotated[Path, typer.Option(help="Structures: a candidates.csv with CIFs or "
-                                                  "any load_dataset format.")],
-    out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
-    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
-    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
-    temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
-    max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,
-    thermal: Annotated[bool, typer.Option(
-        help="Thermal-expansion stage (--no-thermal: relaxation and moduli only, about half "
-             "the time).")] = True,
-    calibration: Annotated[Path | None, typer.Option(
-        help="Oracle -> DFT calibration JSON for the *_calibrated columns (default: the "
-             "shipped one for the calculator, if any).")] = None,
-) -> None:
-    """Verify candidates with the physics oracle (CHGNet by default): relaxation, elastic
-    moduli, thermal expansion. With a calibration (CHGNet ships one), K and G on the DFT (PBE)
-    scale go to OUT with the suffix `.calibrated.csv`."""
-    oracle_command(candidates, out, workers, calculator, ray_address, temperature, max_atoms,
-                   thermal)
-    from invdesign.oracle.calibration import Calibration, calibrated_results
-    from invdesign.surrogate import checkpoints_dir
-
-    path = calibration or checkpoints_dir() / "oracle-calibration" / f"{calculator}.json"
-    if not path.exists():
-        if calibration is not None:
-            _fail(f"{path}: no such calibration file")
-        return
+def _write_calibrated(results: Path, path: Path, calculator: str) -> None:
+    """Oracle results with K, G and E mapped to the DFT scale, next to `results`."""
     import pandas as pd
+
+    from invdesign.oracle.calibration import Calibration, calibrated_results
 
     try:
         fitted = Calibration.load(path)
-        table = calibrated_results(pd.read_csv(out), fitted)
-    except (ValueError, KeyError) as err:
+        table = calibrated_results(pd.read_csv(results), fitted)
+    except (OSError, ValueError, KeyError) as err:
         _fail(f"{path}: {err}")
     if fitted.calculator and fitted.calculator != calculator:
         console.print(f"[yellow]warning:[/] {path.name} was fitted to {fitted.calculator} "
                       f"results, these come from {calculator}")
-    target = out.with_suffix(".calibrated.csv")
+    target = results.with_suffix(".calibrated.csv")
     table.to_csv(target, index=False)
-    typer.echo(f"K and G calibrated to DFT ({path.name}, {fitted.fit_split}) -> {target}")
+    typer.echo(f"K, G and E calibrated to DFT ({path.name}: {fitted.fit_split}) -> {target}")
 
 
+app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "
+            "relaxation, elastic moduli, thermal expansion; with CHGNet also K, G and E "
+            "calibrated to DFT (OUT.calibrated.csv). Use --candidates FILE.")(oracle_command)
 app.command("label", help="Label a training set with oracle K, G, alpha and Debye temperature "
             "(id -> values). Use --data FILE.")(oracle_command)
 

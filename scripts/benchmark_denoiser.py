@@ -115,7 +115,7 @@ def main() -> None:
                                      ("denoised (chosen schedule)", chosen))}
     print(json.dumps(result["test"], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.model}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{Path(args.model).name}.json").write_text(json.dumps(result, indent=1) + "\n")
     if args.apply:
         generator.denoiser.config = replace(generator.denoiser.config,
                                             refine_sigma=best["sigma_start"],
