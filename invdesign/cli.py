@@ -6,8 +6,12 @@ A thin layer over the Python API: parse options, call the library, print tables.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +29,28 @@ app.add_typer(train_app, name="train")
 evaluate_app = typer.Typer(no_args_is_help=True, help="CDVAE-standard generation metrics.")
 app.add_typer(evaluate_app, name="evaluate")
 console = Console(stderr=True)
+
+
+@contextmanager
+def training_progress(total: int) -> Iterator[Callable[[int, str], None]]:
+    """A `report(done, status)` for training loops: a progress bar on a terminal, otherwise
+    (nohup, CI, batch jobs) a plain line about every 5 % of `total` steps, so that a log
+    file shows how far a run has got."""
+    if console.is_terminal:
+        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
+                      console=console) as bar:
+            task = bar.add_task("training", total=total, status="")
+            yield lambda done, status: bar.update(task, completed=done, status=status)
+            bar.update(task, completed=total)
+        return
+    every, start = max(1, total // 20), time.perf_counter()
+
+    def report(done: int, status: str) -> None:
+        if done % every == 0 or done == total:
+            console.print(f"training {done}/{total} ({time.perf_counter() - start:.0f} s): "
+                          f"{status}", highlight=False, soft_wrap=True)
+
+    yield report
 
 
 @app.callback()
@@ -88,17 +114,14 @@ def train_surrogate_cmd(
         init = Surrogate.load(init_from) if init_from else None
         table = None if labels is None else read_labels(
             labels, LABEL_PROPERTIES, positive=tuple(LABEL_PROPERTIES.values()))
-        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
-                      console=console) as bar:
-            task = bar.add_task("training", total=members * epochs, status="")
+        with training_progress(members * epochs) as report:
+            done = itertools.count(1)
 
             def on_epoch(seed_: int, epoch: int, loss: float, val_mae: float) -> None:
-                bar.advance(task)
-                bar.update(task, status=f"member {seed_ - seed} epoch {epoch} val {val_mae:.4f}")
+                report(next(done), f"member {seed_ - seed} epoch {epoch} val {val_mae:.4f}")
 
             run = train_surrogate(data, config, init_from=init, labels=table, cache_dir=cache,
                                   on_epoch=on_epoch, cv_folds=cv)
-            bar.update(task, completed=members * epochs)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     save_run(run, out)
@@ -154,17 +177,13 @@ def train_vae_cmd(
                           train=VAETrainConfig(epochs=epochs, patience=patience, seed=seed,
                                                beta=beta))
     try:
-        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
-                      console=console) as bar:
-            task = bar.add_task("training", total=epochs, status="")
+        with training_progress(epochs) as report:
 
             def on_epoch(epoch: int, history) -> None:
-                bar.update(task, completed=epoch + 1, status=(
-                    f"val loss {history.val_loss[-1]:.3f} composition "
-                    f"{history.val_composition_accuracy[-1]:.1%}"))
+                report(epoch + 1, f"val loss {history.val_loss[-1]:.3f} composition "
+                                  f"{history.val_composition_accuracy[-1]:.1%}")
 
             run = train_generator(data, config, cache_dir=cache, on_epoch=on_epoch)
-            bar.update(task, completed=epochs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     metrics = evaluate_reconstruction(run.generator, run.test_structures())
@@ -208,18 +227,14 @@ def train_denoiser_cmd(
         generator = Generator.load(model)
         config = DenoiserConfig(refine_sigma=sigma_start, refine_steps=steps,
                                 refine_noise=noise, refine_start=start, sigma_max=sigma_max)
-        with Progress(*Progress.get_default_columns(), TextColumn("{task.fields[status]}"),
-                      console=console) as bar:
-            task = bar.add_task("training", total=epochs, status="")
+        with training_progress(epochs) as report:
 
             def on_epoch(epoch: int, history) -> None:
-                bar.update(task, completed=epoch + 1,
-                           status=f"val loss {history.val_loss[-1]:.4f}")
+                report(epoch + 1, f"val loss {history.val_loss[-1]:.4f}")
 
             train_checkpoint_denoiser(generator, data, config=config, train_config=(
                 DenoiserTrainConfig(epochs=epochs, patience=patience, seed=seed)),
                 on_epoch=on_epoch, resume=resume)
-            bar.update(task, completed=epochs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     folder = generator.save(resolve_checkpoint(model))

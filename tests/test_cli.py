@@ -244,3 +244,14 @@ def test_verify_writes_calibrated_moduli_when_a_calibration_is_given(tmp_path, c
 
     missing = invoke(*args, "--calibration", tmp_path / "none.json")
     assert missing.exit_code != 0 and "none.json" in squeezed(missing.output)
+
+
+def test_training_progress_logs_plain_lines_when_not_on_a_terminal(capsys):
+    from invdesign.cli import training_progress
+
+    with training_progress(40) as report:
+        for done in range(1, 41):
+            report(done, f"val loss {1 / done:.3f}")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 20
+    assert lines[-1].startswith("training 40/40") and lines[-1].endswith("val loss 0.025")
