@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Element, Structure
 
 from invdesign.data.archive import read_structures
 from invdesign.design.candidates import Candidates
@@ -37,6 +37,7 @@ from invdesign.validity import (
     MIN_BOND_RATIO,
     ReferenceIndex,
     check_structures,
+    composition_validity,
     min_bond_ratio,
     min_bond_ratios,
     structure_validity,
@@ -163,15 +164,19 @@ class Designer:
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str] | None = None, max_atoms: int | None = None,
                prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
-               n_jobs: int = 1) -> Candidates:
+               charge_balance: bool = True, n_jobs: int = 1) -> Candidates:
         """n crystals from p(x | conditions), each assessed (see `assess`); `prior`,
-        `screen` and `denoise` as in `Generator.sample`."""
+        `screen` and `denoise` as in `Generator.sample`. With `charge_balance`, a decoded
+        composition that fails SMACT's charge-balance rule is replaced by the decoder's most
+        probable one that passes (`charge_balanced`), where one is among its top choices."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         structures, _, y = self.generator.sample(n, conditions, seed=seed,
                                                  temperature=temperature, elements=elements,
                                                  max_atoms=max_atoms, prior=prior,
-                                                 screen=screen, denoise=denoise)
+                                                 screen=screen, denoise=denoise,
+                                                 accept=charge_balanced if charge_balance
+                                                 else None)
         cands = self.assess(structures, prefix="sample", n_jobs=n_jobs)
         requested = self.generator.to_physical(y)
         for j, name in enumerate(self.generator.conditions):
@@ -353,7 +358,8 @@ class _Search:
         """
         self.evaluated += len(z)
         decoded = self.designer.generator.decode(z, y, elements=self.elements,
-                                                 max_atoms=self.max_atoms)
+                                                 max_atoms=self.max_atoms,
+                                                 accept=charge_balanced)
         scores = np.full(len(z), -np.inf)
         usable = [i for i, s in enumerate(decoded) if s is not None and _quick_valid(s)]
         if not usable:
@@ -422,6 +428,13 @@ class _Search:
                 break
             cma_es(self.evaluate, starts[r % len(starts)], radius=self.radius, sigma0=0.7,
                    budget=min(per_run, end - self.evaluated), popsize=16, seed=seed + r)
+
+
+def charge_balanced(counts: Mapping[int, int]) -> bool:
+    """CDVAE's compositional validity (SMACT charge balance and Pauling test; single elements
+    and all-metal alloys pass) of {atomic number: count}."""
+    composition = Composition({Element.from_Z(z): n for z, n in counts.items()})
+    return composition_validity(composition).valid
 
 
 def _quick_valid(structure: Structure) -> bool:

@@ -281,6 +281,9 @@ def sample(
         "--denoise/--no-denoise",
         help="Refine decoded coordinates with the checkpoint's denoiser (default: when it "
              "has one).")] = None,
+    charge_balance: Annotated[bool, typer.Option(
+        help="Replace a decoded composition that fails SMACT charge balance by the decoder's "
+             "most probable one that passes (--no-charge-balance: the raw decoder).")] = True,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign.api import Designer
@@ -290,7 +293,7 @@ def sample(
         designer = Designer.load(model, surrogate=surrogate)
         cands = designer.sample(n, conditions=conditions or None, seed=seed,
                                 temperature=temperature, prior=prior, screen=screen,
-                                denoise=denoise, n_jobs=jobs)
+                                denoise=denoise, charge_balance=charge_balance, n_jobs=jobs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     if files:

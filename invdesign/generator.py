@@ -7,7 +7,8 @@ converted to the model's space here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,7 @@ REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crysta
 SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened by the head
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 Prior = Literal["auto", "fitted", "gaussian"]
+CompositionCheck = Callable[[Mapping[int, int]], bool]  # {atomic number: count} -> acceptable
 
 
 def _same_property(a: str, b: str) -> bool:
@@ -223,7 +225,8 @@ class Generator:
     def decode(self, z: np.ndarray, y_std: np.ndarray | None = None, *,
                elements: Iterable[str | int] | None = None,
                max_atoms: int | None = None, denoise: bool | None = None,
-               seed: int = 0) -> list[Structure | None]:
+               seed: int = 0, accept: CompositionCheck | None = None
+               ) -> list[Structure | None]:
         """Decode latent vectors (and standardised conditions) into structures.
 
         Args:
@@ -234,6 +237,8 @@ class Generator:
             denoise: move the decoded coordinates with the checkpoint's denoiser (default:
                 when it has one); lattice and species are kept.
             seed: seed of the denoiser's fresh noise, where its schedule adds any.
+            accept: a check on {atomic number: count}; a decoded composition it rejects is
+                replaced by the most probable one it accepts (`composition_from_logits`).
 
         Returns:
             One Structure per row, or None where the decoded lattice is degenerate.
@@ -242,7 +247,7 @@ class Generator:
         yt = (self.model.predict_conditions(zt) if y_std is None
               else torch.as_tensor(np.asarray(y_std, dtype=np.float32)))
         out = self.model.decode(zt, yt)
-        structures = self._to_structures(out, elements, max_atoms)
+        structures = self._to_structures(out, elements, max_atoms, accept)
         if self._denoises(denoise):
             structures = self.denoise(structures, seed=seed)
         return structures
@@ -272,7 +277,8 @@ class Generator:
         return mask
 
     def _to_structures(self, out: DecoderOutput, elements: Iterable[str | int] | None,
-                       max_atoms: int | None) -> list[Structure | None]:
+                       max_atoms: int | None, accept: CompositionCheck | None = None
+                       ) -> list[Structure | None]:
         """Most probable composition, then its slots' coordinates and the lattice.
 
         A row decodes to None when its composition is empty or larger than `max_atoms`, or its
@@ -286,8 +292,9 @@ class Generator:
         n_species = (None if out.species_logits is None
                      else out.species_logits.numpy().argmax(1) + 1)
         limit = min(max_atoms or self.config.max_atoms, self.config.max_atoms)
-        counts = composition_from_logits(logits, n_species, max_total=limit)  # (B, V)
         vocab = self.model.vocab.numpy()
+        counts = composition_from_logits(logits, n_species, max_total=limit, accept=accept,
+                                         vocab=vocab)  # (B, V)
         coords = out.coords.numpy()
         lattice = self.model.lattice_parameters(out.lattice).numpy()
         structures: list[Structure | None] = []
@@ -324,7 +331,7 @@ class Generator:
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
                max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
-               denoise: bool | None = None
+               denoise: bool | None = None, accept: CompositionCheck | None = None
                ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
@@ -334,7 +341,8 @@ class Generator:
         With conditions, `screen` x n crystals are decoded, encoded again, and the n whose
         property-head prediction best agrees with the request are kept: a cycle-consistency
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
-        of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`.
+        of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`;
+        `accept` checks compositions as in `decode`.
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
@@ -355,7 +363,8 @@ class Generator:
             with torch.no_grad():
                 mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
             z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
-        structures = self.decode(z, y, elements=elements, max_atoms=max_atoms, denoise=False)
+        structures = self.decode(z, y, elements=elements, max_atoms=max_atoms, denoise=False,
+                                 accept=accept)
         if draws > n:
             keep = self.screen(structures, conditions, n)
             structures, z, y = [structures[i] for i in keep], z[keep], y[keep]
@@ -384,7 +393,9 @@ def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None]
 
 
 def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = None,
-                            max_total: int | None = None) -> np.ndarray:
+                            max_total: int | None = None,
+                            accept: CompositionCheck | None = None,
+                            vocab: np.ndarray | None = None) -> np.ndarray:
     """Counts (B, V) from count logits (B, V, M + 1), decoded jointly rather than per element.
 
     The number of species is `n_species` (B,) where the model predicts it, else the expected
@@ -393,6 +404,10 @@ def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = N
     per-element argmaxes would drop every element whose presence is below one half, which off
     the data manifold leaves most cells empty. With `max_total`, counts are then lowered,
     cheapest first in log-probability, until the cell has at most that many atoms.
+
+    With `accept` (a check on {atomic number: count}, e.g. SMACT charge balance) and the
+    columns' atomic numbers `vocab`, a rejected row takes the most probable accepted
+    composition among `alternative_compositions` instead; if none passes, it stays as it is.
     """
     shifted = logits - logits.max(-1, keepdims=True)
     probs = np.exp(shifted)
@@ -410,7 +425,51 @@ def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = N
         counts[i, chosen] = nonzero[i, chosen]
         if max_total is not None and len(chosen) <= max_total:
             _cap_total(counts[i], logits[i], chosen, max_total)
+        if accept is not None and counts[i].any() and not accept(_as_dict(counts[i], vocab)):
+            for candidate in alternative_compositions(logits[i], len(chosen), max_total):
+                if accept(_as_dict(candidate, vocab)):
+                    counts[i] = candidate
+                    break
     return counts
+
+
+def _as_dict(counts: np.ndarray, vocab: np.ndarray | None) -> dict[int, int]:
+    if vocab is None:
+        raise ValueError("accept needs vocab, the atomic number of each column")
+    present = np.flatnonzero(counts)
+    return dict(zip(vocab[present].tolist(), counts[present].tolist(), strict=True))
+
+
+def alternative_compositions(logits: np.ndarray, n_species: int, max_total: int | None, *,
+                             extra_elements: int = 2, limit: int = 64) -> list[np.ndarray]:
+    """Up to `limit` compositions (count vectors (V,)) of `n_species` elements, most probable
+    first under the per-element count distributions of one row's logits (V, M + 1): drawn
+    from the `n_species + extra_elements` most probably present elements, each with one of
+    its most probable non-zero counts, at most `max_total` atoms."""
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
+    allowed = np.flatnonzero(np.isfinite(logits[:, 1:]).any(-1))
+    pool = allowed[np.argsort(-(1.0 - np.exp(log_p[allowed, 0])))][:n_species + extra_elements]
+    per_element = 3 if n_species <= 3 else 2
+    top_counts = {v: np.argsort(-log_p[v, 1:])[:per_element] + 1 for v in pool.tolist()}
+    absent = log_p[:, 0].copy()
+    absent[~np.isfinite(absent)] = 0.0
+    base = absent.sum()
+    scored = []
+    for subset in itertools.combinations(pool.tolist(), n_species):
+        for amounts in itertools.product(*(top_counts[v] for v in subset)):
+            if max_total is not None and sum(amounts) > max_total:
+                continue
+            score = base + sum(log_p[v, a] - absent[v] for v, a in zip(subset, amounts,
+                                                                      strict=True))
+            scored.append((score, subset, amounts))
+    scored.sort(key=lambda item: -item[0])
+    out = []
+    for _, subset, amounts in scored[:limit]:
+        counts = np.zeros(len(logits), dtype=np.int64)
+        counts[list(subset)] = amounts
+        out.append(counts)
+    return out
 
 
 def _cap_total(counts: np.ndarray, logits: np.ndarray, chosen: np.ndarray,

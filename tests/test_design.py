@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from invdesign.api import Designer
+from invdesign.api import Designer, charge_balanced
 from invdesign.design.candidates import Candidates
 from invdesign.design.latent import (
     cma_es,
@@ -208,3 +208,14 @@ def test_domain_needs_as_many_elements_as_the_training_crystals(designer):
     for name in designer.surrogate.targets:
         table[name] = 100.0
     assert binary_only.in_domain(table).tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ({11: 1, 17: 1}, True),  # NaCl
+    ({19: 1, 11: 1, 7: 3}, False),  # KNaN3: two cations, no anion balance
+    ({26: 1}, True),  # a single element
+    ({26: 1, 29: 1}, True),  # an all-metal alloy
+    ({11: 2, 17: 1}, False),  # Na2Cl
+])
+def test_charge_balanced(counts, expected):
+    assert charge_balanced(counts) is expected

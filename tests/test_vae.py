@@ -22,7 +22,7 @@ from invdesign.featurize.frames import (
     slot_species,
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
-from invdesign.generator import Generator, composition_from_logits
+from invdesign.generator import Generator, alternative_compositions, composition_from_logits
 from invdesign.models.denoiser import DenoiserConfig
 from invdesign.models.reconstruction import (
     align,
@@ -284,6 +284,39 @@ def test_composition_decoding_follows_the_number_of_elements():
     logits[:, 1, 3] = 0.9  # element 1: three atoms, else one
     capped = composition_from_logits(logits, n_species=np.array([2, 2]), max_total=3)
     assert capped.tolist() == [[2, 1, 0, 0]] * 2  # 2 + 3 atoms cut to the likeliest 3
+
+
+def test_rejected_compositions_give_way_to_the_most_probable_accepted_one():
+    """Columns are Na, K, Cl, O. The decoder's favourite, KNa (2 cations), is not charge
+    balanced; the next most probable compositions are tried in order of probability."""
+    vocab = np.array([11, 19, 17, 8])
+    logits = np.full((1, 4, 4), -6.0)
+    logits[0, :, 0] = 0.0
+    logits[0, 0, 1] = 2.0  # Na: present, once
+    logits[0, 1, 1] = 1.5  # K: present, once
+    logits[0, 1, 2] = -7.0  # K2 less likely than Na2
+    logits[0, 2, 1] = 1.2  # Cl: once, less likely than K
+    logits[0, 3, 2] = 0.5  # O: twice, least likely
+    logits[0, 3, 1] = 0.4
+    plain = composition_from_logits(logits, np.array([2]))
+    assert plain.tolist() == [[1, 1, 0, 0]]
+    alternatives = alternative_compositions(logits[0], 2, max_total=None)
+    assert [a.tolist() for a in alternatives[:3]] == [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]]
+
+    def charge_neutral(counts: dict[int, int]) -> bool:
+        charge = {11: 1, 19: 1, 17: -1, 8: -2}
+        return sum(charge[z] * n for z, n in counts.items()) == 0
+
+    fixed = composition_from_logits(logits, np.array([2]), accept=charge_neutral, vocab=vocab)
+    assert fixed.tolist() == [[1, 0, 1, 0]]  # NaCl
+    logits[0, 2, 1:] = -np.inf  # Cl not allowed: Na2O is the best neutral one left
+    fixed = composition_from_logits(logits, np.array([2]), accept=charge_neutral, vocab=vocab)
+    assert fixed.tolist() == [[2, 0, 0, 1]]
+    nothing = composition_from_logits(logits, np.array([2]), accept=lambda _: False,
+                                      vocab=vocab)
+    assert nothing.tolist() == plain.tolist()  # none accepted: the decoder's choice stays
+    capped = alternative_compositions(logits[0], 2, max_total=2)
+    assert all(a.sum() <= 2 and a[2] == 0 for a in capped)
 
 
 def test_trained_model_predicts_the_number_of_elements(trained):
