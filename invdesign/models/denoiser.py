@@ -5,8 +5,10 @@ in [sigma_min, sigma_max], in A) moves the atoms, and an E(3)-equivariant messag
 over periodic k-nearest-neighbour graphs predicts that noise (its translation-free part) from the
 noisy crystal. Refinement treats decoded positions as noisy at `sigma_start` (optionally adding
 fresh noise of that scale) and walks sigma down a geometric ladder with deterministic steps
-x <- x - (sigma_i - sigma_{i+1}) * eps_hat, ending at the network's denoised estimate. Lattice and
-species are kept; only coordinates move. A few dozen batched steps, no Langevin chains.
+x <- x - (sigma_i - sigma_{i+1}) * eps_hat, ending at the network's denoised estimate (or
+ancestral steps with fresh noise). Lattice and species are kept; only coordinates move. A few
+dozen batched steps, no Langevin chains. A denoiser trained with noise up to about half the cell
+can also start from uniform random positions (DiffCSP-style generation of the coordinates).
 """
 
 from __future__ import annotations
