@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from torch import nn
 
 from invdesign.models.cgcnn import GaussianExpansion
 
-START_POINTS = ("decoded", "random")
+StartPoint = Literal["decoded", "random"]
+START_POINTS: tuple[StartPoint, ...] = ("decoded", "random")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +43,7 @@ class DenoiserConfig:
     refine_sigma: float = 0.3  # refinement starts at this noise level
     refine_steps: int = 20
     refine_noise: bool = False  # add fresh noise of scale refine_sigma before refining
-    refine_start: str = "decoded"  # "random": positions drawn uniformly in the cell instead
+    refine_start: StartPoint = "decoded"  # "random": positions drawn uniformly in the cell instead
     refine_stochastic: bool = False  # ancestral steps (fresh noise each step) instead of ODE
 
     def __post_init__(self) -> None:
@@ -188,7 +190,7 @@ class Denoiser(nn.Module):
     @torch.no_grad()
     def refine(self, crystals: PaddedCrystals, *, sigma_start: float | None = None,
                steps: int | None = None, noise: bool | None = None,
-               start: str | None = None, stochastic: bool | None = None,
+               start: StartPoint | None = None, stochastic: bool | None = None,
                generator: torch.Generator | None = None) -> PaddedCrystals:
         """Walk the positions down the noise ladder sigma_start -> sigma_min -> 0.
 
