@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="perov_5, carbon_24 or mp_20 (COV "
                                                          "cutoffs)")
     parser.add_argument("--n-samples", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="scale of the latent noise of the prior samples")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.7, 1.0])
     parser.add_argument("--steps", type=int, nargs="+", default=[20])
     parser.add_argument("--noise", choices=["yes", "no", "both"], default="both")
@@ -80,7 +82,8 @@ def main() -> None:
     val = held_out_structures(generator, part="val")
     test = held_out_structures(generator, part="test")
     val_fps, test_fps = (fingerprint_structures(part, n_jobs=args.jobs) for part in (val, test))
-    samples = generator.sample(args.n_samples, seed=0, denoise=False)[0]
+    samples = generator.sample(args.n_samples, seed=0, temperature=args.temperature,
+                               denoise=False)[0]
     flags = {"yes": [True], "no": [False], "both": [False, True]}
     noises = [False] if args.start == "random" else flags[args.noise]
     schedules = [{"sigma_start": sigma, "steps": steps, "noise": noise, "start": args.start,
