@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pymatgen.core import Element, Structure
+from scipy.special import log_softmax
 
 from invdesign.featurize.batch import collate
 from invdesign.featurize.frames import (
@@ -299,13 +300,11 @@ class Generator:
         lattice = self.model.lattice_parameters(out.lattice).numpy()
         structures: list[Structure | None] = []
         for i, row in enumerate(counts):
-            present = np.flatnonzero(row)
             n = int(row.sum())
             if n == 0 or n > limit:
                 structures.append(None)
                 continue
-            z = slot_species(dict(zip(vocab[present].tolist(), row[present].tolist(),
-                                      strict=True)))
+            z = slot_species(_as_dict(row, vocab))
             try:
                 structures.append(frame_to_structure(lattice[i], z, coords[i, :n]))
             except ValueError:
@@ -446,8 +445,7 @@ def alternative_compositions(logits: np.ndarray, n_species: int, max_total: int 
     first under the per-element count distributions of one row's logits (V, M + 1): drawn
     from the `n_species + extra_elements` most probably present elements, each with one of
     its most probable non-zero counts, at most `max_total` atoms."""
-    log_p = logits - logits.max(-1, keepdims=True)
-    log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
+    log_p = log_softmax(logits, axis=-1)
     allowed = np.flatnonzero(np.isfinite(logits[:, 1:]).any(-1))
     pool = allowed[np.argsort(-(1.0 - np.exp(log_p[allowed, 0])))][:n_species + extra_elements]
     per_element = 3 if n_species <= 3 else 2
