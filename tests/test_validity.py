@@ -348,6 +348,22 @@ def test_bond_ratio_separates_real_crystals_from_squeezed_cells(nacl, cu):
     assert min_bond_ratio(squeezed) < MIN_BOND_RATIO
 
 
+def test_expansion_restores_the_typical_bond_ratio(nacl):
+    from invdesign.validity import TYPICAL_BOND_RATIO, expand_to_bond_ratio, min_bond_ratio
+
+    squeezed = nacl.copy()
+    squeezed.scale_lattice(nacl.volume * 0.6)
+    expanded = expand_to_bond_ratio(squeezed)
+    assert min_bond_ratio(expanded) == pytest.approx(TYPICAL_BOND_RATIO, rel=1e-6)
+    np.testing.assert_allclose(expanded.frac_coords, squeezed.frac_coords)
+    assert expanded.lattice.abc[0] / squeezed.lattice.abc[0] == pytest.approx(
+        TYPICAL_BOND_RATIO / min_bond_ratio(squeezed))
+    assert squeezed.volume == pytest.approx(nacl.volume * 0.6)  # the input is not modified
+    assert expand_to_bond_ratio(nacl, 0.5) is nacl  # loose enough already: unchanged
+    with pytest.raises(ValueError, match="overlapping"):
+        expand_to_bond_ratio(nacl, current=0.0)
+
+
 def test_bond_ratio_threshold_keeps_nearly_every_mp_binary(shared_data):
     from invdesign.data import load_dataset
     from invdesign.validity import MIN_BOND_RATIO, min_bond_ratio
@@ -377,3 +393,13 @@ def test_parallel_checks_give_the_same_table(nacl, monkeypatch):
     structures = [s for s in batch if isinstance(s, Structure)]
     np.testing.assert_array_equal(geometry.min_bond_ratios(structures, n_jobs=2),
                                   [geometry.min_bond_ratio(s) for s in structures])
+
+
+def test_typical_bond_ratio_is_the_mp_binary_median(shared_data):
+    from invdesign.data import load_dataset
+    from invdesign.validity import TYPICAL_BOND_RATIO, min_bond_ratios
+
+    data = load_dataset(shared_data / "mp_binary_elasticity"
+                        / "mp-binary-pbe-elasticity-dev.json.gz", properties=[])
+    ratios = min_bond_ratios(data.structures, n_jobs=2)
+    assert np.median(ratios) == pytest.approx(TYPICAL_BOND_RATIO, abs=1e-3)

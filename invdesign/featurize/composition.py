@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Element, Structure
 
 from invdesign.featurize.elements import atomic_masses, raw_element_properties
 
@@ -39,7 +39,24 @@ def density(z: np.ndarray, volume: float) -> float:
 def composition_descriptor(z: np.ndarray) -> np.ndarray:
     """Descriptor of a composition given its atoms' atomic numbers (n_composition_features,)."""
     elements, counts = np.unique(z, return_counts=True)
-    w = counts / counts.sum()
+    return _descriptor(elements, counts)
+
+
+def formula_descriptor(composition: Composition | str) -> np.ndarray:
+    """`composition_descriptor` of a formula or pymatgen Composition (fractions suffice).
+
+    Raises:
+        ValueError: For an empty or unparsable formula.
+    """
+    amounts = Composition(composition).get_el_amt_dict()
+    if not amounts:
+        raise ValueError(f"empty composition: {composition!r}")
+    elements = np.array([Element(symbol).Z for symbol in amounts])
+    return _descriptor(elements, np.array(list(amounts.values()), dtype=float))
+
+
+def _descriptor(elements: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+    w = amounts / amounts.sum()
     props = _element_table()[elements]
     mean = w @ props
     mad = w @ np.abs(props - mean)
