@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -449,7 +450,13 @@ class _Search:
 def charge_balanced(counts: Mapping[int, int]) -> bool:
     """CDVAE's compositional validity (SMACT charge balance and Pauling test; single elements
     and all-metal alloys pass) of {atomic number: count}."""
-    composition = Composition({Element.from_Z(z): n for z, n in counts.items()})
+    return _charge_balanced(tuple(sorted((int(z), int(n)) for z, n in counts.items())))
+
+
+@lru_cache(maxsize=65536)
+def _charge_balanced(counts: tuple[tuple[int, int], ...]) -> bool:
+    # decoders repeat compositions thousands of times: one SMACT check each
+    composition = Composition({Element.from_Z(z): n for z, n in counts})
     return composition_validity(composition).valid
 
 
