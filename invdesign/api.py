@@ -377,7 +377,7 @@ class _Search:
                                                  max_atoms=self.max_atoms,
                                                  accept=charge_balanced)
         scores = np.full(len(z), -np.inf)
-        ready = [_design_ready(s) for s in decoded]
+        ready = [design_ready(s) for s in decoded]
         usable = [i for i, s in enumerate(ready) if s is not None]
         if not usable:
             return scores
@@ -460,7 +460,7 @@ def _charge_balanced(counts: tuple[tuple[int, int], ...]) -> bool:
     return composition_validity(composition).valid
 
 
-def _design_ready(structure: Structure | None) -> Structure | None:
+def design_ready(structure: Structure | None) -> Structure | None:
     """A decoded candidate as the search scores it, or None when unusable.
 
     Cheap screen: no atoms closer than 0.5 A, a sane volume per atom, and no pair squeezed

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdesign.api import Designer
+from invdesign.api import Designer, design_ready
 from invdesign.design.random_search import random_structures
 from invdesign.design.scoring import Scorer
 from invdesign.validity import check_structures
@@ -49,8 +49,10 @@ def hits(values: np.ndarray, thresholds: dict[str, float], n: int, seconds: floa
 
 def vun_objective(designer: Designer, structures, scorer: Scorer) -> tuple[np.ndarray, int]:
     """Surrogate objective of the structures that pass what `optimize` demands of its own
-    (plausible, in the surrogate's domain, valid; uniqueness among those; novel); and their
+    (prepared as its search prepares them, `design_ready`: squeezed cells expanded; then
+    plausible, in the surrogate's domain, valid; uniqueness among those; novel); and their
     count."""
+    structures = [s for s in map(design_ready, structures) if s is not None]
     t = designer.assess(structures, prefix="x", scorer=scorer).table
     eligible = np.flatnonzero(
         (t["valid"] & t["plausible"] & t.get("in_domain", False)).to_numpy(dtype=bool))

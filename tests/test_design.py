@@ -222,18 +222,18 @@ def test_charge_balanced(counts, expected):
 
 
 def test_search_expands_squeezed_cells_and_drops_crushed_ones(nacl):
-    from invdesign.api import _design_ready
+    from invdesign.api import design_ready
     from invdesign.validity import MIN_BOND_RATIO, TYPICAL_BOND_RATIO, min_bond_ratio
 
     squeezed = nacl.copy()
     squeezed.scale_lattice(nacl.volume * 0.75)
     assert MIN_BOND_RATIO < min_bond_ratio(squeezed) < TYPICAL_BOND_RATIO
-    ready = _design_ready(squeezed)
+    ready = design_ready(squeezed)
     assert min_bond_ratio(ready) == pytest.approx(TYPICAL_BOND_RATIO, rel=1e-6)
-    assert _design_ready(nacl) is nacl and _design_ready(None) is None
+    assert design_ready(nacl) is nacl and design_ready(None) is None
     crushed = nacl.copy()
     crushed.scale_lattice(nacl.volume * 0.2)
-    assert _design_ready(crushed) is None
+    assert design_ready(crushed) is None
 
 
 def test_domain_excludes_chemistry_the_training_data_lacks(designer):

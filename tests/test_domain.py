@@ -18,7 +18,7 @@ TRAINING = [f"{m}{a}{n}" for m, a, n in itertools.product(METALS, ANIONS, ("", "
 def test_formula_descriptor_matches_the_structure_descriptor():
     z = np.array([12, 8, 8, 12])  # Mg2O2
     np.testing.assert_allclose(formula_descriptor("MgO"), composition_descriptor(z))
-    with pytest.raises(ValueError, match="formula|empty"):
+    with pytest.raises(ValueError, match=r"formula|empty"):
         formula_descriptor("")
 
 
