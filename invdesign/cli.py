@@ -328,6 +328,13 @@ def generate(
         = "auto",
     file_format: Annotated[str, typer.Option("--format", help="cif, extxyz or json.")] = "cif",
     seed: Annotated[int, typer.Option()] = 0,
+    verify: Annotated[int, typer.Option(
+        help="Check the top N with the CHGNet oracle (relaxation, moduli, thermal expansion; "
+             "a few seconds to a minute each): OUT/verified.csv and verified.calibrated.csv.")]
+        = 0,
+    workers: Annotated[int, typer.Option(help="Oracle worker processes for --verify.")] = 1,
+    calculator: Annotated[str, typer.Option(help="Oracle potential for --verify: chgnet, "
+                                            "sevenn or emt.")] = "chgnet",
 ) -> None:
     """Find valid, unique, novel crystals that maximise an objective (shipped models)."""
     from invdesign.api import generate as run_generate
@@ -354,6 +361,46 @@ def generate(
         preview.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
                           for c in show])
     Console().print(preview)
+    if verify > 0 and len(best):
+        _verify_top(best, verify, out / "verified.csv", workers, calculator)
+
+
+def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "chgnet"
+                ) -> None:
+    """The oracle on the first n ranked candidates (`Candidates`), with K, G and E also on
+    the DFT scale where a calibration ships for the calculator."""
+    import torch
+
+    from invdesign.oracle import run_many
+
+    torch.set_num_threads(1)
+    top = best[:n]
+    try:
+        table = run_many(list(zip(top.table["id"], top.structures, strict=True)), results,
+                         calculator=calculator, workers=workers)  # type: ignore[arg-type]
+    except (ValueError, ImportError) as err:
+        _fail(str(err))
+    _print_status(table, results)
+    calibration = _shipped_calibration(calculator)
+    if calibration is not None:
+        _write_calibrated(results, calibration, calculator)
+
+
+def _print_status(table, out: Path) -> None:
+    status = table["status"].astype(str).str.replace(r"\s*\(.*", "", regex=True).value_counts()
+    summary = Table(title=f"{len(table)} structures -> {out}")
+    summary.add_column("status")
+    summary.add_column("count")
+    for name, count in status.items():
+        summary.add_row(str(name), str(count))
+    Console().print(summary)
+
+
+def _shipped_calibration(calculator: str) -> Path | None:
+    from invdesign.surrogate import checkpoints_dir
+
+    shipped = checkpoints_dir() / "oracle-calibration" / f"{calculator}.json"
+    return shipped if shipped.exists() else None
 
 
 def _print_summary(table, out: Path) -> None:
@@ -443,18 +490,9 @@ def oracle_command(
                          config=OracleConfig(thermal=thermal))
     except (ValueError, ImportError) as err:
         _fail(str(err))
-    status = table["status"].astype(str).str.replace(r"\s*\(.*", "", regex=True).value_counts()
-    summary = Table(title=f"{len(table)} structures -> {out}")
-    summary.add_column("status")
-    summary.add_column("count")
-    for name, count in status.items():
-        summary.add_row(str(name), str(count))
-    Console().print(summary)
+    _print_status(table, out)
     if calibration is None and ctx.info_name == "verify":
-        from invdesign.surrogate import checkpoints_dir
-
-        shipped = checkpoints_dir() / "oracle-calibration" / f"{calculator}.json"
-        calibration = shipped if shipped.exists() else None
+        calibration = _shipped_calibration(calculator)
     if calibration is not None:
         _write_calibrated(out, calibration, calculator)
 

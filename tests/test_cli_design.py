@@ -103,3 +103,18 @@ def test_bad_requests_exit_with_a_clear_message(models, tmp_path, args, message)
 def test_missing_checkpoint_is_reported(tmp_path):
     result = invoke("generate", "--model", tmp_path / "nope", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "nocheckpointfolder" in squeezed(result.output)
+
+
+def test_verify_top_runs_the_oracle_on_the_best_candidates(cu, nacl, tmp_path):
+    """`generate --verify N`: the first N ranked candidates go through the oracle (EMT here:
+    fast and offline); no calibration ships for EMT, so no calibrated table."""
+    from invdesign.cli import _verify_top
+    from invdesign.design.candidates import Candidates
+
+    best = Candidates([cu, nacl], pd.DataFrame({"id": ["opt-00000", "opt-00001"]}))
+    results = tmp_path / "verified.csv"
+    _verify_top(best, 1, results, workers=1, calculator="emt")
+    table = pd.read_csv(results)
+    assert table["id"].tolist() == ["opt-00000"]
+    assert table["status"].iloc[0] == "ok" and table["K_vrh"].iloc[0] > 0
+    assert not (tmp_path / "verified.calibrated.csv").exists()
