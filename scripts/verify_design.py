@@ -6,9 +6,10 @@ objective, `--candidates`), then the CHGNet oracle (relaxation, elastic tensor, 
 expansion) on the first `--top` ranked candidates. The oracle's K and G are mapped to the DFT
 scale with the shipped calibration and compared with the surrogate's (MAE log10, Spearman);
 the objective is recomputed from the calibrated oracle moduli through the same derived-property
-formulas. "Oracle SR5" is the share of the top rows whose oracle-derived objective reaches the
-training set's 95th percentile (failed rows count as misses): the design benchmark's success
-rate, judged by physics instead of the surrogate.
+formulas (with the candidate's density and volume per atom as decoded, not relaxed). "Oracle
+SR5" is the share of the top rows whose oracle-derived objective reaches the training set's
+95th percentile (failed rows count as misses): the design benchmark's success rate, judged by
+physics instead of the surrogate.
 
     python scripts/verify_design.py --objective "E * alpha" --out runs/verify_design
     python scripts/verify_design.py --objective "E * alpha" --candidates candidates --out runs/v
