@@ -79,9 +79,11 @@ class Designer:
             known = _n_elements(reference_properties["formula"])
             if len(known):
                 self._element_counts = (int(known.min()), int(known.max()))
-            formulas = reference_properties["formula"]
-            if formulas.nunique() >= MIN_FORMULAS:
-                self.domain = CompositionDomain(formulas)
+            try:
+                self.domain = CompositionDomain(reference_properties["formula"])
+            except ValueError:  # too few distinct formulas to set a threshold: no check
+                logger.info("no composition domain: fewer than %d distinct formulas",
+                            MIN_FORMULAS)
 
     @classmethod
     def load(cls, name_or_path: str | Path = "mp-binary", *,

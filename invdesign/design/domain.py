@@ -38,7 +38,7 @@ class CompositionDomain:
         for formula in formulas:
             try:
                 rows.setdefault(_key(formula), formula_descriptor(formula))
-            except (ValueError, KeyError, AttributeError):
+            except (ValueError, KeyError, AttributeError, TypeError):
                 continue
         if len(rows) < MIN_FORMULAS:
             raise ValueError(f"a composition domain needs at least {MIN_FORMULAS} distinct "
@@ -56,7 +56,7 @@ class CompositionDomain:
         for formula in formulas:
             try:
                 x = (formula_descriptor(formula) - self.mean) / self.scale
-            except (ValueError, KeyError, AttributeError):
+            except (ValueError, KeyError, AttributeError, TypeError):
                 out.append(np.inf)
                 continue
             out.append(float(self.tree.query(x)[0]))
