@@ -7,6 +7,7 @@ properties derived from K and G (Young's modulus, hardness, toughness, thermal e
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -18,11 +19,14 @@ import pandas as pd
 import torch
 from pymatgen.core import Structure
 
+from invdesign.data.validate import MAX_Z
 from invdesign.featurize.graph import CrystalGraph, GraphConfig, featurize_structures
 from invdesign.models.cgcnn import CGCNNConfig
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
 from invdesign.models.ensemble import Ensemble
 from invdesign.properties import derive_all, get_property, is_known
+
+logger = logging.getLogger(__name__)
 
 KIND = "surrogate"
 K_NAME, G_NAME = "bulk_modulus_vrh", "shear_modulus_vrh"
@@ -119,13 +123,25 @@ class Surrogate:
 
         Log-transformed targets (moduli) are reported as the geometric mean over members; `_std`
         is the spread of the members in physical units. With `derived` and both K and G among
-        the targets, derived properties and their ensemble spread are added.
+        the targets, derived properties and their ensemble spread are added. A structure with
+        an element beyond `MAX_Z` gets a row of NaN (logged) instead of failing the batch.
         """
+        ids = list(ids) if ids is not None else [str(i) for i in range(len(structures))]
+        heavy = [i for i, s in enumerate(structures)
+                 if max((e.Z for e in s.composition.elements), default=0) > MAX_Z]
+        if heavy:
+            logger.warning("no prediction for %d structure(s) with elements beyond Z = %d "
+                           "(first: %s)", len(heavy), MAX_Z, ids[heavy[0]])
+            good = [i for i in range(len(structures)) if i not in set(heavy)]
+            part = self.predict([structures[i] for i in good], [ids[i] for i in good],
+                                derived=derived, temperature=temperature)
+            full = part.set_index(pd.Index(good)).reindex(range(len(structures)))
+            full["id"] = ids
+            return full.reset_index(drop=True)
         graphs = self.featurize(structures)
         raw = self.predict_members(graphs, physical=False)
         members, point = to_physical(self.targets, raw), to_physical(self.targets, raw.mean(0))
-        table: dict[str, Any] = {"id": list(ids) if ids is not None
-                                 else [str(i) for i in range(len(structures))]}
+        table: dict[str, Any] = {"id": ids}
         for j, name in enumerate(self.targets):
             table[name] = point[:, j]
             table[f"{name}_std"] = members[..., j].std(0)

@@ -292,3 +292,15 @@ def test_check_structure_rejects(structure: Structure, category: str) -> None:
 def test_check_structure_accepts_prototypes(nacl, si, cu) -> None:
     for structure in (nacl, si, cu):
         check_structure(structure, max_atoms=8)
+
+
+def test_elements_beyond_the_property_tables_are_skipped_with_a_reason(tmp_path, nacl) -> None:
+    from pymatgen.core import Lattice, Structure
+
+    nacl.to(filename=str(tmp_path / "nacl.cif"))
+    Structure(Lattice.cubic(4.0), ["Og", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+        filename=str(tmp_path / "og.cif"))
+    ds = load_dataset(tmp_path)
+    assert ds.ids == ["nacl"]
+    assert ds.summary.reasons == {"unsupported element": 1}
+    assert "Og (Z = 118 > 100)" in str(ds.summary.skipped)

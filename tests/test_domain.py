@@ -33,7 +33,7 @@ def test_metal_compounds_are_inside_and_molecular_gases_outside():
 
 def test_unparsable_formulas_are_outside_and_small_sets_are_refused():
     domain = CompositionDomain([*TRAINING, "not a formula", float("nan")])
-    assert np.isinf(domain.distance(["Xx2", "", float("nan")])).all()
+    assert np.isinf(domain.distance(["Xx2", "", float("nan"), "Og2"])).all()
     assert not domain.contains(["Xx2"]).any()
     with pytest.raises(ValueError, match=f"at least {MIN_FORMULAS}"):
         CompositionDomain(TRAINING[:10] * 10)

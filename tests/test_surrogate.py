@@ -77,6 +77,19 @@ def test_predict_gives_targets_spread_and_derived_columns(trained):
     assert "youngs_modulus" not in run.surrogate.predict(prototypes, derived=False)
 
 
+def test_an_unsupported_element_gets_a_nan_row_not_a_crash(trained):
+    from pymatgen.core import Lattice, Structure
+
+    run, _, _, prototypes = trained
+    heavy = Structure(Lattice.cubic(4.0), ["Og", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    table = run.surrogate.predict([heavy, *prototypes], ["OgNa", "NaCl", "Cu", "Si"])
+    assert table["id"].tolist() == ["OgNa", "NaCl", "Cu", "Si"]
+    assert table.loc[0, list(TARGETS)].isna().all()
+    reference = run.surrogate.predict(prototypes, ["NaCl", "Cu", "Si"])
+    np.testing.assert_allclose(table.loc[1:, list(TARGETS)].to_numpy(float),
+                               reference[list(TARGETS)].to_numpy(float))
+
+
 def test_predictions_identical_after_reload(trained):
     run, _, model_dir, prototypes = trained
     loaded = Surrogate.load(model_dir)

@@ -21,6 +21,7 @@ from invdesign.data.parsing import Cell, RowError, parse_number, reason_from_exc
 
 logger = logging.getLogger(__name__)
 
+MAX_Z = 100  # heaviest supported element (fermium): the element-property tables stop there
 MIN_DISTANCE_A = 0.5  # closest allowed interatomic distance, periodic images included (Å)
 # Densest packing of spheres 0.5 Å across: below this volume per atom some pair must be closer.
 _MIN_VOLUME_PER_ATOM_A3 = MIN_DISTANCE_A**3 / math.sqrt(2)
@@ -34,7 +35,7 @@ def is_modulus(name: str) -> bool:
 def check_structure(structure: Structure, *, max_atoms: int | None = None) -> None:
     """Raise `RowError` when a structure cannot be used as a training/reference crystal.
 
-    Checks: at least one atom, finite lattice and coordinates, real elements only, ordered
+    Checks: at least one atom, finite lattice and coordinates, real elements up to `MAX_Z`, ordered
     sites, at most `max_atoms` atoms, and no two atoms (periodic images included) closer than
     `MIN_DISTANCE_A`.
     """
@@ -48,6 +49,8 @@ def check_structure(structure: Structure, *, max_atoms: int | None = None) -> No
     for species in structure.composition:
         if isinstance(species, DummySpecies):
             raise RowError(f"unknown element: {species.symbol}")
+        if species.Z > MAX_Z:
+            raise RowError(f"unsupported element: {species.symbol} (Z = {species.Z} > {MAX_Z})")
     if not structure.is_ordered:
         site = next(s for s in structure if not s.is_ordered)
         where = np.round(site.frac_coords, 3).tolist()

@@ -46,12 +46,15 @@ def formula_descriptor(composition: Composition | str) -> np.ndarray:
     """`composition_descriptor` of a formula or pymatgen Composition (fractions suffice).
 
     Raises:
-        ValueError: For an empty or unparsable formula.
+        ValueError: For an empty or unparsable formula, or an element beyond the table.
     """
     amounts = Composition(composition).get_el_amt_dict()
     if not amounts:
         raise ValueError(f"empty composition: {composition!r}")
     elements = np.array([Element(symbol).Z for symbol in amounts])
+    known = len(_element_table())
+    if elements.max() >= known:
+        raise ValueError(f"{composition!r}: no element properties beyond Z = {known - 1}")
     return _descriptor(elements, np.array(list(amounts.values()), dtype=float))
 
 

@@ -12,7 +12,8 @@ from functools import lru_cache
 import numpy as np
 from pymatgen.core import Element
 
-MAX_Z = 100
+from invdesign.data.validate import MAX_Z
+
 NUMERIC_PROPERTIES = (
     "X",  # Pauling electronegativity
     "atomic_radius",  # A
