@@ -382,8 +382,8 @@ def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None]
     `Denoiser.refine` (sigma_start, steps, noise).
 
     Structures are batched by size, at most `batch_atoms` padded atom slots per batch: small
-    batches keep the (batch, atoms, neighbours, channels) edge tensors in the CPU cache,
-    which is several times faster than large ones (measured 3.5x for carbon24)."""
+    batches keep the (batch, atoms, neighbours, channels) edge tensors in the CPU cache
+    (measured 2.5x faster for 500 carbon24 samples than batches of 256 crystals)."""
     out = list(structures)
     present = sorted((i for i, s in enumerate(structures) if s is not None),
                      key=lambda i: len(structures[i]))
