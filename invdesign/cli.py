@@ -383,7 +383,27 @@ def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "ch
     _print_status(table, results)
     calibration = _shipped_calibration(calculator)
     if calibration is not None:
-        _write_calibrated(results, calibration, calculator)
+        table = _write_calibrated(results, calibration, calculator)
+    _print_comparison(top.table, table)
+
+
+def _print_comparison(predicted, oracle) -> None:
+    """Surrogate vs oracle moduli of each verified candidate (calibrated where available;
+    none shown where the oracle failed, e.g. a mechanically unstable crystal)."""
+    merged = predicted.merge(oracle.drop(columns=["formula"], errors="ignore"), on="id")
+    view = Table(title="surrogate vs oracle (GPa)")
+    for col in ("rank", "formula", "status", "K surrogate", "K oracle", "G surrogate",
+                "G oracle"):
+        view.add_column(col)
+    for _, row in merged.iterrows():
+        cells = [str(row.get("rank", "")), str(row.get("formula", "")),
+                 str(row["status"]).split(" (")[0]]
+        for name, column in (("bulk_modulus_vrh", "K_vrh"), ("shear_modulus_vrh", "G_vrh")):
+            oracle_value = row.get(f"{column}_calibrated", row.get(column))
+            cells += [f"{row.get(name, float('nan')):.0f}",
+                      f"{oracle_value:.0f}" if row["status"] == "ok" else "-"]
+        view.add_row(*cells)
+    Console().print(view)
 
 
 def _print_status(table, out: Path) -> None:
@@ -497,8 +517,8 @@ def oracle_command(
         _write_calibrated(out, calibration, calculator)
 
 
-def _write_calibrated(results: Path, path: Path, calculator: str) -> None:
-    """Oracle results with K, G and E mapped to the DFT scale, next to `results`."""
+def _write_calibrated(results: Path, path: Path, calculator: str):
+    """Oracle results with K, G and E mapped to the DFT scale, next to `results` (returned)."""
     import pandas as pd
 
     from invdesign.oracle.calibration import Calibration, calibrated_results
@@ -514,6 +534,7 @@ def _write_calibrated(results: Path, path: Path, calculator: str) -> None:
     target = results.with_suffix(".calibrated.csv")
     table.to_csv(target, index=False)
     typer.echo(f"K, G and E calibrated to DFT ({path.name}: {fitted.fit_split}) -> {target}")
+    return table
 
 
 app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "
