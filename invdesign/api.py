@@ -263,6 +263,12 @@ class Designer:
             ranked = self._rank(search, scorers, n)
         logger.info("searched %d latent points in %.1f s", search.evaluated,
                     time.perf_counter() - start)
+        if len(ranked) < n:
+            logger.warning(
+                "only %d of the %d candidates asked for: of %d decoded latent points, %d were "
+                "usable and inside the surrogate's domain (element count, chemistry, predicted "
+                "range), in %d formulas; allow more elements or raise the budget", len(ranked),
+                n, search.evaluated, len(search.structures), len(search.found))
         return ranked
 
     def _starting_points(self, scorer: Scorer, seed: int, k: int = 48) -> np.ndarray:

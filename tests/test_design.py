@@ -246,3 +246,12 @@ def test_domain_excludes_chemistry_the_training_data_lacks(designer):
     for name in designer.surrogate.targets:
         table[name] = 100.0
     assert fresh.in_domain(table).tolist() == [True, False]
+
+
+def test_a_short_result_says_why(designer, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="invdesign.api"):
+        best = designer.optimize("E * alpha", n=500, budget=60, seed=0)
+    assert len(best) < 500
+    assert f"only {len(best)} of the 500" in caplog.text and "domain" in caplog.text
