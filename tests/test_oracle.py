@@ -383,6 +383,17 @@ def test_runaway_relaxation_is_stopped_with_a_status(monkeypatch):
         relax_module.relax(atoms, EMT)
 
 
+def test_a_relaxation_past_its_time_limit_is_stopped_with_a_status(monkeypatch):
+    """A relaxation that keeps going (here: any, with a zero time limit) ends as a failed row
+    saying so, not as a stalled batch."""
+    import importlib
+
+    relax_module = importlib.import_module("invdesign.oracle.relax")
+    monkeypatch.setattr(relax_module, "MAX_RELAX_SECONDS", 0.0)
+    res = run_oracle(to_structure(bulk("Cu", "fcc", a=3.61 * 1.05)), calculator="emt")
+    assert res.status.startswith("failed: no convergence (relaxation ran away: still running")
+
+
 def test_coincident_atoms_are_an_overlap_not_a_calculation():
     """Two distinct atoms at one position (distance 0) must be caught before the potential."""
     from pymatgen.core import Lattice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -88,7 +89,15 @@ class RelaxationRunawayError(RuntimeError):
     """The cell volume changed by more than MAX_VOLUME_RATIO (either way) while relaxing."""
 
 
+class RelaxationTimeoutError(RelaxationRunawayError):
+    """One relaxation ran longer than MAX_RELAX_SECONDS."""
+
+
 MAX_VOLUME_RATIO = 3.0  # a relaxation that triples or thirds the cell volume is stopped
+# A cell that collapses or shears into a very oblique basis makes every step slow (the
+# potential's neighbour search covers ever more images): measured, a 4-atom decoded BC cell
+# still relaxing after 11 minutes. A relaxation of <= 20 atoms normally takes seconds.
+MAX_RELAX_SECONDS = 300.0
 
 
 def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: float,
@@ -96,12 +105,16 @@ def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: flo
     opt = _OPTIMIZERS[optimizer](target, logfile=None)
     atoms = target.atoms if isinstance(target, FrechetCellFilter) else target
     volume_in = atoms.get_volume()
+    started = time.perf_counter()
 
-    def guard() -> None:  # stops a runaway cell before it exhausts memory in the potential
+    def guard() -> None:  # stops a runaway cell before it exhausts memory or time
         ratio = atoms.get_volume() / volume_in
         if not 1.0 / MAX_VOLUME_RATIO < ratio < MAX_VOLUME_RATIO:
             raise RelaxationRunawayError(f"relaxation ran away: volume x{ratio:.2f} after "
-                                    f"{opt.nsteps} steps")
+                                         f"{opt.nsteps} steps")
+        if time.perf_counter() - started > MAX_RELAX_SECONDS:
+            raise RelaxationTimeoutError(f"relaxation ran away: still running after "
+                                         f"{MAX_RELAX_SECONDS:.0f} s ({opt.nsteps} steps)")
 
     opt.attach(guard, interval=1)
     converged = bool(opt.run(fmax=fmax, steps=steps))
@@ -162,6 +175,8 @@ def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
     try:
         converged, n_steps = _optimise(FrechetCellFilter(atoms, exp_cell_factor=cell_factor),
                                        optimizer, fmax, steps)
+    except RelaxationTimeoutError:
+        raise
     except RelaxationRunawayError as err:
         # A small cell factor lets the optimiser take huge strain steps on a badly strained
         # cell; retry once with ASE's stiffer default (n_atoms), which takes smaller ones.
