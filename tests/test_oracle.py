@@ -394,6 +394,15 @@ def test_a_relaxation_past_its_time_limit_is_stopped_with_a_status(monkeypatch):
     assert res.status.startswith("failed: no convergence (relaxation ran away: still running")
 
 
+def test_a_collapsing_cell_is_stopped_by_its_forces(monkeypatch):
+    import importlib
+
+    relax_module = importlib.import_module("invdesign.oracle.relax")
+    monkeypatch.setattr(relax_module, "MAX_FORCE", 1e-6)  # any real force counts as runaway
+    res = run_oracle(to_structure(bulk("Cu", "fcc", a=3.61 * 1.05)), calculator="emt")
+    assert "relaxation ran away: forces" in res.status and "collapsing" in res.status
+
+
 def test_coincident_atoms_are_an_overlap_not_a_calculation():
     """Two distinct atoms at one position (distance 0) must be caught before the potential."""
     from pymatgen.core import Lattice

@@ -90,7 +90,8 @@ class RelaxationRunawayError(RuntimeError):
 
 
 class RelaxationTimeoutError(RelaxationRunawayError):
-    """One relaxation ran longer than MAX_RELAX_SECONDS."""
+    """One relaxation ran longer than MAX_RELAX_SECONDS or reached forces beyond MAX_FORCE
+    (not retried: a second attempt would only spend as long again)."""
 
 
 MAX_VOLUME_RATIO = 3.0  # a relaxation that triples or thirds the cell volume is stopped
@@ -98,6 +99,9 @@ MAX_VOLUME_RATIO = 3.0  # a relaxation that triples or thirds the cell volume is
 # potential's neighbour search covers ever more images): measured, a 4-atom decoded BC cell
 # still relaxing after 11 minutes. A relaxation of <= 20 atoms normally takes seconds.
 MAX_RELAX_SECONDS = 300.0
+# Optimiser forces this large (stress included) mean a collapsing cell or atoms: the same BC
+# cell reached 1.8e3 at step 19 and 3.7e5 at step 30, each step slower than the last.
+MAX_FORCE = 1000.0  # eV/A
 
 
 def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: float,
@@ -112,6 +116,11 @@ def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: flo
         if not 1.0 / MAX_VOLUME_RATIO < ratio < MAX_VOLUME_RATIO:
             raise RelaxationRunawayError(f"relaxation ran away: volume x{ratio:.2f} after "
                                          f"{opt.nsteps} steps")
+        # the optimiser's own forces: with a cell filter, stress enters them (~2 GPa per eV/A)
+        force = float(np.abs(target.get_forces()).max()) if len(atoms) else 0.0
+        if not force < MAX_FORCE:
+            raise RelaxationTimeoutError(f"relaxation ran away: forces {force:.3g} eV/A after "
+                                         f"{opt.nsteps} steps (cell or atoms collapsing)")
         if time.perf_counter() - started > MAX_RELAX_SECONDS:
             raise RelaxationTimeoutError(f"relaxation ran away: still running after "
                                          f"{MAX_RELAX_SECONDS:.0f} s ({opt.nsteps} steps)")
