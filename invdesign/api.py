@@ -483,6 +483,8 @@ def design_ready(structure: Structure | None) -> Structure | None:
     if ratio < MIN_BOND_RATIO:
         return None
     expanded = expand_to_bond_ratio(structure, TYPICAL_BOND_RATIO, current=ratio)
+    if expanded is structure:  # already valid, nothing moved
+        return structure
     return expanded if structure_validity(expanded) else None
 
 

@@ -132,7 +132,8 @@ class Surrogate:
         if heavy:
             logger.warning("no prediction for %d structure(s) with elements beyond Z = %d "
                            "(first: %s)", len(heavy), MAX_Z, ids[heavy[0]])
-            good = [i for i in range(len(structures)) if i not in set(heavy)]
+            skip = set(heavy)
+            good = [i for i in range(len(structures)) if i not in skip]
             part = self.predict([structures[i] for i in good], [ids[i] for i in good],
                                 derived=derived, temperature=temperature)
             full = part.set_index(pd.Index(good)).reindex(range(len(structures)))

@@ -34,12 +34,13 @@ class CompositionDomain:
         Raises:
             ValueError: With fewer than `MIN_FORMULAS` distinct usable formulas.
         """
-        rows = {}
+        rows: dict[str, np.ndarray] = {}
         for formula in formulas:
-            try:
-                rows.setdefault(_key(formula), formula_descriptor(formula))
-            except (ValueError, KeyError, AttributeError, TypeError):
-                continue
+            key = _reduced(formula)
+            if key is not None and key not in rows:
+                x = _descriptor(formula)
+                if x is not None:
+                    rows[key] = x
         if len(rows) < MIN_FORMULAS:
             raise ValueError(f"a composition domain needs at least {MIN_FORMULAS} distinct "
                              f"formulas, got {len(rows)}")
@@ -52,20 +53,31 @@ class CompositionDomain:
 
     def distance(self, formulas: Iterable[str]) -> np.ndarray:
         """Distance of each formula to the nearest training one (inf when unparsable)."""
-        out = []
-        for formula in formulas:
-            try:
-                x = (formula_descriptor(formula) - self.mean) / self.scale
-            except (ValueError, KeyError, AttributeError, TypeError):
-                out.append(np.inf)
-                continue
-            out.append(float(self.tree.query(x)[0]))
-        return np.array(out, dtype=float)
+        rows = [_descriptor(formula) for formula in formulas]
+        out = np.full(len(rows), np.inf)
+        usable = [i for i, x in enumerate(rows) if x is not None]
+        if usable:
+            x = (np.vstack([rows[i] for i in usable]) - self.mean) / self.scale
+            out[usable] = self.tree.query(x)[0]
+        return out
 
     def contains(self, formulas: Iterable[str]) -> np.ndarray:
         """True where a formula lies within `threshold` of the training compositions."""
         return self.distance(formulas) <= self.threshold
 
 
-def _key(formula: str) -> str:
-    return Composition(formula).reduced_formula
+_UNPARSABLE = (ValueError, KeyError, AttributeError, TypeError)
+
+
+def _reduced(formula: str) -> str | None:
+    try:
+        return Composition(formula).reduced_formula
+    except _UNPARSABLE:
+        return None
+
+
+def _descriptor(formula: str) -> np.ndarray | None:
+    try:
+        return formula_descriptor(formula)
+    except _UNPARSABLE:
+        return None

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from pymatgen.core import Composition, Element, Structure
 
-from invdesign.featurize.elements import atomic_masses, raw_element_properties
+from invdesign.featurize.elements import MAX_Z, atomic_masses, raw_element_properties
 
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660  # 1 amu/A^3 in g/cm^3
 
@@ -52,9 +52,8 @@ def formula_descriptor(composition: Composition | str) -> np.ndarray:
     if not amounts:
         raise ValueError(f"empty composition: {composition!r}")
     elements = np.array([Element(symbol).Z for symbol in amounts])
-    known = len(_element_table())
-    if elements.max() >= known:
-        raise ValueError(f"{composition!r}: no element properties beyond Z = {known - 1}")
+    if elements.max() > MAX_Z:
+        raise ValueError(f"{composition!r}: no element properties beyond Z = {MAX_Z}")
     return _descriptor(elements, np.array(list(amounts.values()), dtype=float))
 
 
