@@ -23,25 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from invdesign.api import Designer, generate
 from invdesign.data import load_dataset
 from invdesign.oracle import run_many
-from invdesign.oracle.calibration import Calibration, calibrated_results
+from invdesign.oracle.calibration import Calibration, agreement, calibrated_results
 from invdesign.properties import Objective, derive_all
 from invdesign.surrogate import G_NAME, K_NAME, checkpoints_dir
-
-
-def log_mae(predicted: np.ndarray, reference: np.ndarray) -> float:
-    ok = (predicted > 0) & (reference > 0)
-    return float(np.mean(np.abs(np.log10(predicted[ok]) - np.log10(reference[ok])))) \
-        if ok.any() else float("nan")
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    return float(spearmanr(a[ok], b[ok])[0]) if ok.sum() > 2 else float("nan")
 
 
 def main() -> None:
@@ -93,9 +81,9 @@ def main() -> None:
         "ok_share": float(ok.mean()),
         "median_relax_rmsd_all": float(np.nanmedian(rmsd)),
         "median_relax_rmsd_ok": float(np.nanmedian(rmsd[ok])) if ok.any() else float("nan"),
-        "K_mae_log10_ok": log_mae(k_pred[ok], k_orc[ok]),
-        "G_mae_log10_ok": log_mae(g_pred[ok], g_orc[ok]),
-        "K_spearman_ok": spearman(k_pred[ok], k_orc[ok]),
+        "K_mae_log10_ok": agreement(k_pred[ok], k_orc[ok])["mae_log10"],
+        "G_mae_log10_ok": agreement(g_pred[ok], g_orc[ok])["mae_log10"],
+        "K_spearman_ok": agreement(k_pred[ok], k_orc[ok])["spearman"],
         "G_mean_ratio_ok": float(np.nanmean(g_orc[ok] / g_pred[ok])) if ok.any() else None,
         "surrogate_objective_median": float(np.nanmedian(predicted)),
         "oracle_objective_median_ok": float(np.nanmedian(oracle_objective[ok]))
