@@ -493,9 +493,9 @@ def oracle_command(
         help="Thermal-expansion stage (--no-thermal: relaxation and moduli only, about half "
              "the time).")] = True,
     calibration: Annotated[Path | None, typer.Option(
-        help="Oracle -> DFT calibration JSON: K, G and E on the DFT (PBE) scale go to OUT "
-             "with the suffix .calibrated.csv (verify: the shipped one for the calculator by "
-             "default).")] = None,
+        help="Oracle -> DFT calibration JSON: K, G and E on the DFT (PBE) scale, and alpha "
+             "from their Poisson ratio, go to OUT with the suffix .calibrated.csv (verify: "
+             "the shipped one for the calculator by default).")] = None,
 ) -> None:
     """Relax, elastic moduli and thermal expansion of each structure with the physics oracle."""
     import torch
@@ -514,18 +514,18 @@ def oracle_command(
     if calibration is None and ctx.info_name == "verify":
         calibration = _shipped_calibration(calculator)
     if calibration is not None:
-        _write_calibrated(out, calibration, calculator)
+        _write_calibrated(out, calibration, calculator, temperature)
 
 
-def _write_calibrated(results: Path, path: Path, calculator: str):
-    """Oracle results with K, G and E mapped to the DFT scale, next to `results` (returned)."""
-    import pandas as pd
-
+def _write_calibrated(results: Path, path: Path, calculator: str, temperature: float = 300.0):
+    """Oracle results with K, G and E mapped to the DFT scale, and alpha recomputed with the
+    calibrated Poisson ratio, next to `results` (returned)."""
+    from invdesign.oracle import read_results
     from invdesign.oracle.calibration import Calibration, calibrated_results
 
     try:
         fitted = Calibration.load(path)
-        table = calibrated_results(pd.read_csv(results), fitted)
+        table = calibrated_results(read_results(results), fitted, temperature=temperature)
     except (OSError, ValueError, KeyError) as err:
         _fail(f"{path}: {err}")
     if fitted.calculator and fitted.calculator != calculator:
@@ -533,7 +533,8 @@ def _write_calibrated(results: Path, path: Path, calculator: str):
                       f"results, these come from {calculator}")
     target = results.with_suffix(".calibrated.csv")
     table.to_csv(target, index=False)
-    typer.echo(f"K, G and E calibrated to DFT ({path.name}: {fitted.fit_split}) -> {target}")
+    typer.echo(f"K, G, E and alpha calibrated to DFT ({path.name}: {fitted.fit_split}) "
+               f"-> {target}")
     return table
 
 

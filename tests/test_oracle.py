@@ -23,9 +23,11 @@ from invdesign.oracle import (
     OracleResult,
     agl_debye_temperature,
     completed_ids,
+    debye_gruneisen,
     elastic_tensor,
     get_calculator,
     quasi_harmonic,
+    read_results,
     relax,
     run_many,
     run_oracle,
@@ -164,6 +166,30 @@ def test_quasi_harmonic_poisson_gamma_and_flags():
     assert hot.status == "unphysical fit: V(T) outside the volume grid"
 
 
+def test_debye_gruneisen_on_the_fitted_eos_reproduces_quasi_harmonic():
+    volumes, energies = _bm_curve(b1=5.0)
+    res = quasi_harmonic(volumes, energies, n_atoms=1, mass_amu=50.0, poisson=0.3)
+    eos = BirchMurnaghan(e0=0.0, v0=res.V0, b0=res.B0 * GPa, b1=res.B1)
+    again = debye_gruneisen(eos, n_atoms=1, mass_amu=50.0, poisson=0.3,
+                            bounds=(volumes.min(), volumes.max()))
+    assert again.status == "ok" and again.alpha == pytest.approx(res.alpha, rel=1e-4)
+    assert again.debye_temperature == pytest.approx(res.debye_temperature, rel=1e-6)
+    # A stiffer shear modulus (smaller Poisson ratio) lowers gamma and alpha, raises theta_D.
+    stiff = debye_gruneisen(eos, n_atoms=1, mass_amu=50.0, poisson=0.2)
+    assert stiff.gruneisen < again.gruneisen and stiff.alpha < again.alpha
+    assert stiff.debye_temperature > again.debye_temperature
+
+
+def test_debye_gruneisen_copper_from_its_measured_eos_and_poisson_ratio():
+    """Cu: V0 11.81 A^3/atom, B0 140 GPa, B' 5.4, nu 0.34, 63.55 amu; measured theta_D 343 K,
+    alpha(300 K) 16.5e-6/K. The isotropic model is known to be good to tens of percent."""
+    eos = BirchMurnaghan(e0=0.0, v0=11.81, b0=140.0 * GPa, b1=5.4)
+    res = debye_gruneisen(eos, n_atoms=1, mass_amu=63.55, poisson=0.34)
+    assert res.status == "ok"
+    assert 0.7 * 343 < res.debye_temperature < 1.3 * 343
+    assert 0.7 * 16.5e-6 < res.alpha < 1.5 * 16.5e-6
+
+
 @pytest.mark.parametrize(("symbol", "a"), [("Cu", 3.61), ("Al", 4.05)])
 def test_agl_thermal_expansion_emt_metals(symbol, a):
     atoms = relax(_fcc(symbol, a), EMT).atoms
@@ -179,6 +205,8 @@ def test_run_oracle_cu_ok_row():
     assert res.ok, res.status
     row = res.to_row()
     assert tuple(row) == CSV_COLUMNS and row["id"] == "cu" and row["formula"] == "Cu"
+    assert row["n_atoms"] == 1 and row["mass_amu"] == pytest.approx(63.546)
+    assert 0.3 < row["poisson"] < 0.45 and row["eos_B0"] == pytest.approx(res.K_vrh, rel=0.1)
     assert 130 < res.K_vrh < 140 and res.E > res.G_vrh > 0
     assert 1e-5 < res.alpha_300K < 3e-5 and res.mechanically_stable is True
     assert res.method["calculator"] == "emt" and res.method["temperature"] == 300.0
@@ -275,6 +303,20 @@ def test_run_many_resumes_after_restart_and_kill(tmp_path, counted):
     df = run_many([*_items(), ("cu", _fcc("Cu", 3.61))], out, calculator="emt", progress=False)
     assert counted == ["cu", "al", "ni", "ni"]
     assert sorted(df["id"]) == ["al", "cu", "ni"]
+
+
+def test_results_of_an_older_version_are_upgraded_on_resume(tmp_path, counted):
+    out = tmp_path / "verify.csv"
+    run_many(_items()[:2], out, calculator="emt", progress=False)
+    old = CSV_COLUMNS[:13]  # the columns before n_atoms, mass_amu, poisson and the EOS
+    frame = read_results(out)
+    frame[list(old)].to_csv(out, index=False)
+    assert read_results(out)["eos_V0"].isna().all()  # readable as it is
+    df = run_many(_items(), out, calculator="emt", progress=False)
+    assert counted == ["cu", "al", "ni"]  # only ni is new
+    assert out.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert sorted(df["id"]) == ["al", "cu", "ni"] and (df["K_vrh"] == 1.0).all()
+    assert (df["status"] == "ok").all() and df["eos_V0"].isna().all()
 
 
 def test_run_many_rejects_foreign_csv_and_bad_arguments(tmp_path):

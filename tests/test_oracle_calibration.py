@@ -12,9 +12,12 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from ase.units import GPa
 
 from invdesign.oracle import Calibration, LogLinearFit, agreement
 from invdesign.oracle.calibration import calibrated_results
+from invdesign.oracle.thermal import BirchMurnaghan, debye_gruneisen
+from invdesign.properties.derived import poisson_ratio
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_oracle.py"
 
@@ -226,6 +229,7 @@ def test_reference_rows_and_stats(bench):
             SimpleNamespace(name="C", thermal_expansion=5.0, bulk_modulus=200.0),
             SimpleNamespace(name="D", thermal_expansion=1.0, bulk_modulus=400.0)]
     results = pd.DataFrame({"id": ["A", "B", "C"], "alpha_300K": [12e-6, 50e-6, 9e-6],
+                            "alpha_300K_calibrated": [11e-6, 30e-6, np.nan],
                             "K_vrh": [90.0, 40.0, np.nan],
                             "status": ["ok", "ok", "failed: unphysical fit: negative alpha"]})
     rows = bench.reference_rows(results, refs, {"A": 1, "B": 2, "C": 2, "D": 2})
@@ -238,6 +242,9 @@ def test_reference_rows_and_stats(bench):
     assert stats["within_factor_2"] == 1 and stats["n_references"] == 4
     assert stats["share_within_factor_2"] == pytest.approx(0.25)
     assert stats["alpha"]["n"] == 2 and stats["K"]["n"] == 2
+    calibrated = bench.reference_stats(rows, "alpha_calibrated", "ratio_calibrated")
+    assert rows[1]["ratio_calibrated"] == pytest.approx(1.5)
+    assert calibrated["within_factor_2"] == 2 and calibrated["alpha"]["n"] == 2
     assert json.loads(json.dumps(bench.jsonable({"x": [np.float64("nan"), np.int64(3)]}))) == \
         {"x": [None, 3]}
     assert bench.markdown_table(["a", "b"], [[1, "n/a"]]).splitlines() == \
@@ -284,6 +291,33 @@ def test_calibrated_results_adds_columns_beside_the_raw_ones():
     assert table.iloc[2][["K_vrh_calibrated", "G_vrh_calibrated", "E_calibrated"]].isna().all()
     with pytest.raises(ValueError, match="lack column"):
         calibrated_results(results.drop(columns="G_vrh"), cal)
+
+
+def test_calibrated_results_rerun_the_thermal_model_with_the_calibrated_poisson_ratio():
+    """A soft oracle G inflates the Poisson ratio, gamma and alpha; the calibrated table reruns
+    the Debye-Grueneisen model on the oracle's own EOS with nu from the calibrated K and G."""
+    oracle = _synthetic(20, seed=5)
+    dft = {"K_vrh": _linear_log(oracle["K_vrh"], 1.0, 0.0),
+           "G_vrh": _linear_log(oracle["G_vrh"], 1.0, 0.3)}  # DFT G = 2 x oracle G
+    cal = Calibration.fit(oracle, dft, calculator="emt", fit_split="train", covariates={})
+    cu = {"K_vrh": 140.0, "G_vrh": 24.0, "E": 68.0, "alpha_300K": 2.6e-5,
+          "debye_temperature": 250.0, "gruneisen": 2.4, "n_atoms": 1, "mass_amu": 63.546,
+          "poisson": 0.42, "eos_V0": 11.81, "eos_B0": 140.0, "eos_B1": 5.4}
+    results = pd.DataFrame([{"id": "cu", **cu, "status": "ok"},
+                            {"id": "bad", **cu, "status": "failed: unphysical fit: EOS"},
+                            {"id": "old", **cu, "eos_V0": np.nan, "status": "ok"}])
+    table = calibrated_results(results, cal).set_index("id")
+    nu = poisson_ratio(table.at["cu", "K_vrh_calibrated"], table.at["cu", "G_vrh_calibrated"])
+    expected = debye_gruneisen(BirchMurnaghan(e0=0.0, v0=11.81, b0=140.0 * GPa, b1=5.4),
+                               n_atoms=1, mass_amu=63.546, poisson=float(nu))
+    assert table.at["cu", "alpha_300K_calibrated"] == pytest.approx(expected.alpha)
+    assert table.at["cu", "gruneisen_calibrated"] == pytest.approx(expected.gruneisen)
+    assert table.at["cu", "debye_temperature_calibrated"] > 250.0  # stiffer G: higher theta
+    assert table.at["cu", "alpha_300K_calibrated"] < 2.6e-5
+    assert 0.5 * 16.5e-6 < table.at["cu", "alpha_300K_calibrated"] < 2 * 16.5e-6  # Cu: 16.5
+    assert table.loc[["bad", "old"], "alpha_300K_calibrated"].isna().all()
+    columns = list(table.columns)
+    assert columns.index("alpha_300K_calibrated") == columns.index("alpha_300K") + 1
 
 
 def test_shipped_chgnet_calibration_stiffens_the_soft_shear_modulus():

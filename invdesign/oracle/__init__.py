@@ -22,8 +22,10 @@ from invdesign.oracle.oracle import (
 from invdesign.oracle.relax import RelaxResult, relax, relax_ions
 from invdesign.oracle.thermal import (
     BirchMurnaghan,
+    DebyeGruneisen,
     ThermalResult,
     agl_debye_temperature,
+    debye_gruneisen,
     quasi_harmonic,
     thermal_expansion,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "BirchMurnaghan",
     "CalculatorName",
     "Calibration",
+    "DebyeGruneisen",
     "ElasticResult",
     "LogLinearFit",
     "OracleConfig",
@@ -43,6 +46,7 @@ __all__ = [
     "agl_debye_temperature",
     "agreement",
     "completed_ids",
+    "debye_gruneisen",
     "elastic_tensor",
     "get_calculator",
     "quasi_harmonic",

@@ -12,7 +12,8 @@ on one set of structures (e.g. the calibration half of a composition split) and 
 others. It is saved as JSON with its provenance so that it is never reported on the data it was
 fit to without saying so. `agreement` gives the usual comparison metrics (MAE in GPa and in
 log10, Spearman, mean signed error), and `calibrated_results` adds calibrated columns to an
-oracle results table. Pure numpy/scipy/pandas: no torch.
+oracle results table (moduli, and the thermal expansion recomputed from the oracle's EOS
+fit with the calibrated Poisson ratio). No torch.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from ase.units import GPa
 from numpy.typing import ArrayLike
 from scipy.stats import spearmanr
 
-from invdesign.properties.derived import youngs_modulus
+from invdesign.oracle.thermal import BirchMurnaghan, debye_gruneisen
+from invdesign.properties.derived import poisson_ratio, youngs_modulus
 
 __all__ = [
     "COVARIATES",
@@ -288,10 +291,16 @@ class Calibration:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def calibrated_results(results: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+def calibrated_results(results: pd.DataFrame, calibration: Calibration, *,
+                       temperature: float = 300.0) -> pd.DataFrame:
     """An oracle results table (`CSV_COLUMNS`) with `<modulus>_calibrated` columns (GPa) beside
-    the raw ones, and `E_calibrated` from calibrated K and G when both are calibrated; NaN
-    where the oracle gave no positive modulus."""
+    the raw ones, `E_calibrated` from calibrated K and G when both are calibrated, and, where
+    the table has the fitted EOS (`eos_V0`, `eos_B0`, `eos_B1`, `n_atoms`, `mass_amu`),
+    `alpha_300K_calibrated`, `debye_temperature_calibrated` and `gruneisen_calibrated`: the
+    Debye-Grueneisen model rerun on the same E(V) fit with the Poisson ratio of the calibrated
+    K and G (the potential's soft G otherwise inflates gamma and alpha). NaN where the oracle
+    gave no positive modulus or no EOS, and for rows whose `status` is not "ok" (their EOS fit
+    may be the reason); `temperature` (K) is the one the oracle ran at."""
     out = results.copy()
     needed = {*calibration.moduli, *(f.covariate for f in calibration.fits)} - {""}
     missing = sorted(needed - set(out.columns))
@@ -301,7 +310,37 @@ def calibrated_results(results: pd.DataFrame, calibration: Calibration) -> pd.Da
     calibrated = calibration.apply_table(values)
     for modulus, column in calibrated.items():
         out.insert(out.columns.get_loc(modulus) + 1, f"{modulus}_calibrated", column)
-    if {"K_vrh", "G_vrh"} <= calibrated.keys() and "E" in out.columns:
+    if not {"K_vrh", "G_vrh"} <= calibrated.keys():
+        return out
+    if "E" in out.columns:
         out.insert(out.columns.get_loc("E") + 1, "E_calibrated",
                    youngs_modulus(calibrated["K_vrh"], calibrated["G_vrh"]))
+    if set(_EOS_COLUMNS) <= set(out.columns) and "alpha_300K" in out.columns:
+        nu = poisson_ratio(calibrated["K_vrh"], calibrated["G_vrh"])
+        thermal = _recomputed_thermal(out, nu, temperature)
+        for name in ("gruneisen", "debye_temperature", "alpha_300K"):
+            at = out.columns.get_loc(name) + 1 if name in out.columns else len(out.columns)
+            out.insert(at, f"{name}_calibrated", thermal[name])
     return out
+
+
+_EOS_COLUMNS = ("n_atoms", "mass_amu", "eos_V0", "eos_B0", "eos_B1")
+
+
+def _recomputed_thermal(results: pd.DataFrame, poisson: np.ndarray,
+                        temperature: float) -> dict[str, np.ndarray]:
+    """alpha (1/K), theta_D (K) and gamma per row from its EOS and a new Poisson ratio."""
+    eos = results[list(_EOS_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    usable = (np.all(np.isfinite(eos), axis=1) & np.isfinite(poisson) & (eos[:, 0] > 0)
+              & (eos[:, 3] > 0))
+    if "status" in results:
+        usable &= results["status"].eq("ok").to_numpy()
+    alpha, theta, gamma = (np.full(len(results), np.nan) for _ in range(3))
+    for i in np.flatnonzero(usable):
+        n_atoms, mass, v0, b0, b1 = eos[i]
+        dg = debye_gruneisen(BirchMurnaghan(e0=0.0, v0=v0, b0=b0 * GPa, b1=b1),
+                             n_atoms=int(n_atoms), mass_amu=mass, poisson=float(poisson[i]),
+                             temperature=temperature)
+        theta[i], gamma[i] = dg.debye_temperature, dg.gruneisen
+        alpha[i] = dg.alpha if dg.status == "ok" else np.nan
+    return {"alpha_300K": alpha, "debye_temperature": theta, "gruneisen": gamma}

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
 
+import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 from rich.progress import (
@@ -82,7 +83,8 @@ def _crashed(job: _Job, why: str) -> Row:
 
 
 def completed_ids(out_csv: str | Path) -> set[str]:
-    """Ids already in a results CSV; repairs a last row cut off by a killed run.
+    """Ids already in a results CSV; repairs a last row cut off by a killed run and upgrades
+    a file written by an older version (its header a prefix of `CSV_COLUMNS`) in place.
 
     Raises:
         ValueError: The file exists but its header is not `CSV_COLUMNS`.
@@ -100,16 +102,35 @@ def completed_ids(out_csv: str | Path) -> set[str]:
     rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
     if not rows:
         return set()
-    if tuple(rows[0]) != CSV_COLUMNS:
+    header = tuple(rows[0])
+    if header != CSV_COLUMNS and header == CSV_COLUMNS[:len(header)]:
+        _upgrade(path, rows)
+    elif header != CSV_COLUMNS:
         raise ValueError(f"{path}: not an oracle results file (columns {', '.join(rows[0])}; "
                          f"expected {', '.join(CSV_COLUMNS)}); choose another output file")
     return {row[0] for row in rows[1:] if row}
 
 
+def _upgrade(path: Path, rows: list[list[str]]) -> None:
+    """Rewrite an older results file with the current columns (new ones empty), atomically."""
+    logger.warning("%s: adding column(s) %s to an older results file", path,
+                   ", ".join(CSV_COLUMNS[len(rows[0]):]))
+    tmp = path.with_name(path.name + ".upgrading")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(row + [""] * (len(CSV_COLUMNS) - len(row)) for row in rows[1:] if row)
+    os.replace(tmp, path)
+
+
 def read_results(out_csv: str | Path) -> pd.DataFrame:
-    """A results CSV as a DataFrame (ids as strings, NaN for missing numbers)."""
+    """A results CSV as a DataFrame (ids as strings, NaN for missing numbers, and for the
+    columns an older file lacks)."""
     df = pd.read_csv(out_csv, dtype={"id": str, "formula": str, "status": str},
                      keep_default_na=False, na_values={c: ["", "nan"] for c in _NUMERIC})
+    for column in CSV_COLUMNS:
+        if column not in df.columns:
+            df[column] = np.nan
     stable = {"True": True, "False": False}
     df["mechanically_stable"] = df["mechanically_stable"].astype(str).map(stable)
     return df

@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 CSV_COLUMNS: tuple[str, ...] = (
     "id", "formula", "K_vrh", "G_vrh", "E", "alpha_300K", "debye_temperature", "gruneisen",
     "relax_rmsd", "energy_per_atom", "mechanically_stable", "status", "seconds",
+    "n_atoms", "mass_amu", "poisson", "eos_V0", "eos_B0", "eos_B1",
 )
+# The last six columns (added 2026-11-30) let the thermal expansion be recomputed from the
+# fitted EOS for another Poisson ratio (`calibration.calibrated_results`); results files
+# written before them are upgraded in place on resume (`executor.completed_ids`).
 # Label-table columns a surrogate can learn (`invdesign train surrogate --labels`), and the
 # property each becomes. K and G are not among them: the training data has DFT values.
 LABEL_PROPERTIES: dict[str, str] = {"alpha_300K": "thermal_expansion_oracle"}
@@ -101,6 +105,11 @@ class OracleResult:
         gruneisen: Grueneisen parameter, dimensionless.
         relax_rmsd: RMSD between input and relaxed positions on the relaxed lattice, A.
         energy_per_atom: Relaxed energy, eV/atom.
+        mass_amu: Cell mass, atomic mass units.
+        poisson: Poisson ratio of the elastic stage used by the thermal stage.
+        eos_V0: Static equilibrium volume of the E(V) fit, A^3 per cell.
+        eos_B0: Its bulk modulus, GPa.
+        eos_B1: Its pressure derivative B', dimensionless.
         mechanically_stable: Born criterion (all elastic-tensor eigenvalues > 0); None when
             the elastic stage did not run.
         status: "ok" or "failed: <reason>".
@@ -120,6 +129,11 @@ class OracleResult:
     gruneisen: float = math.nan
     relax_rmsd: float = math.nan
     energy_per_atom: float = math.nan
+    mass_amu: float = math.nan
+    poisson: float = math.nan
+    eos_V0: float = math.nan  # noqa: N815 - physics symbols
+    eos_B0: float = math.nan  # noqa: N815
+    eos_B1: float = math.nan  # noqa: N815
     mechanically_stable: bool | None = None
     status: str = "failed: not run"
     seconds: float = 0.0
@@ -168,6 +182,7 @@ def _precheck(structure: Structure, elements: Collection[str], cfg: OracleConfig
 def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float, steps: int,
             cfg: OracleConfig) -> str:
     """Run relax, elastic and thermal stages, filling `out`; returns the status."""
+    out["mass_amu"] = float(structure.composition.weight)
     t = time.perf_counter()
     rel = relax(structure, calc, fmax=cfg.fmax, stress_tol=cfg.stress_tol, steps=steps,
                 optimizer=cfg.optimizer)
@@ -197,8 +212,8 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
                            volume_range=cfg.volume_range, n_volumes=cfg.n_volumes,
                            fmax=cfg.ionic_fmax, steps=steps, gruneisen=cfg.gruneisen)
     out.update(alpha_300K=th.alpha, debye_temperature=th.debye_temperature,
-               gruneisen=th.gruneisen)
-    det.update(poisson=nu, V0=th.V0, B0=th.B0, B1=th.B1, eos_rms=th.eos_rms,
+               gruneisen=th.gruneisen, poisson=nu, eos_V0=th.V0, eos_B0=th.B0, eos_B1=th.B1)
+    det.update(eos_rms=th.eos_rms,
                thermal_steps=th.steps, t_thermal=time.perf_counter() - t)
     return "ok" if th.status == "ok" else f"failed: {th.status}"
 

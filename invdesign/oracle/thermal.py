@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -40,10 +40,12 @@ from invdesign.properties.derived import debye_temperature, gruneisen_from_poiss
 
 __all__ = [
     "BirchMurnaghan",
+    "DebyeGruneisen",
     "GruneisenModel",
     "ThermalResult",
     "agl_debye_temperature",
     "debye_function",
+    "debye_gruneisen",
     "energy_volume_curve",
     "quasi_harmonic",
     "thermal_expansion",
@@ -225,16 +227,17 @@ def _fit_status(eos: BirchMurnaghan, volumes: np.ndarray, rms: float, check_b1: 
     return "ok"
 
 
-def _alpha(eos: BirchMurnaghan, theta, n_atoms: int, volumes: np.ndarray, temperature: float,
-           delta_t: float) -> tuple[float, float, str]:
-    """(linear alpha in 1/K, V(T) in A^3, status) from minimising F(V, T) near `temperature`."""
+def _alpha(eos: BirchMurnaghan, theta, n_atoms: int, bounds: tuple[float, float],
+           temperature: float, delta_t: float) -> tuple[float, float, str]:
+    """(linear alpha in 1/K, V(T) in A^3, status) from minimising F(V, T) near `temperature`
+    over volumes within `bounds` (A^3)."""
     temps = (max(temperature - delta_t, 0.5 * temperature), temperature, temperature + delta_t)
     vols = []
     for t in temps:
         def free_energy(v, t=t):
             return eos.energy(v) + vibrational_free_energy(theta(v), t, n_atoms)
 
-        vols.append(_equilibrium_volume(free_energy, volumes.min(), volumes.max()))
+        vols.append(_equilibrium_volume(free_energy, *bounds))
     if not np.all(np.isfinite(vols)):
         return float("nan"), float("nan"), "unphysical fit: V(T) outside the volume grid"
     alpha = float(np.log(vols[2] / vols[0]) / (temps[2] - temps[0]) / 3.0)
@@ -288,21 +291,58 @@ def quasi_harmonic(volumes: np.ndarray, energies: np.ndarray, *, n_atoms: int, m
     volumes, energies = np.asarray(volumes, float), np.asarray(energies, float)
     eos = BirchMurnaghan.fit(volumes, energies)
     rms = float(np.sqrt(np.mean((eos.energy(volumes) - energies) ** 2)) / n_atoms)
+    dg = debye_gruneisen(eos, n_atoms=n_atoms, mass_amu=mass_amu, poisson=poisson,
+                         temperature=temperature, bounds=(volumes.min(), volumes.max()),
+                         delta_t=delta_t, gruneisen=gruneisen)
+    status = _fit_status(eos, volumes, rms, check_b1=gruneisen == "slater")
+    alpha, volume_t = float("nan"), float("nan")
+    if status == "ok":
+        alpha, volume_t, status = dg.alpha, dg.volume_at_t, dg.status
+    return ThermalResult(alpha=alpha, debye_temperature=dg.debye_temperature,
+                         gruneisen=dg.gruneisen, V0=eos.v0, B0=eos.b0 / GPa, B1=eos.b1,
+                         volume_at_t=volume_t, eos_rms=rms, status=status, volumes=volumes,
+                         energies=energies)
+
+
+class DebyeGruneisen(NamedTuple):
+    """alpha (1/K), theta_D (K) and gamma at V0, V(T) (A^3) and status of an EOS + Poisson ratio."""
+
+    alpha: float
+    debye_temperature: float
+    gruneisen: float
+    volume_at_t: float
+    status: str
+
+
+def debye_gruneisen(eos: BirchMurnaghan, *, n_atoms: int, mass_amu: float, poisson: float,
+                    temperature: float = 300.0, bounds: tuple[float, float] | None = None,
+                    delta_t: float = 10.0, gruneisen: GruneisenModel = "poisson",
+                    ) -> DebyeGruneisen:
+    """Steps 3-6 of the module docstring on a fitted EOS: no potential calls, so the thermal
+    expansion can be recomputed cheaply for another Poisson ratio (e.g. from calibrated moduli).
+
+    Args:
+        eos: Static equation of state of the cell.
+        n_atoms: Atoms per cell.
+        mass_amu: Cell mass, atomic mass units.
+        poisson: Poisson ratio.
+        temperature: T, K (> 0).
+        bounds: Volumes (A^3) within which V(T) must lie; default V0 (1 -+ 0.10).
+        delta_t: Half-width of the temperature step for d ln V / dT, K.
+        gruneisen: Volume dependence of theta_D: "poisson" or "slater".
+    """
+    bounds = bounds or (0.9 * eos.v0, 1.1 * eos.v0)
     theta = _theta_of_volume(eos, n_atoms, mass_amu, poisson, gruneisen)
     h = 1e-4
     with np.errstate(invalid="ignore", divide="ignore"):
         theta0 = float(theta(eos.v0))
         ratio = theta(eos.v0 * (1 + h)) / theta(eos.v0 * (1 - h))
         gamma = float(-np.log(ratio) / np.log((1 + h) / (1 - h)))
-    status = _fit_status(eos, volumes, rms, check_b1=gruneisen == "slater")
-    if status == "ok" and not (np.isfinite(theta0) and np.isfinite(gamma)):
+    if not (eos.b0 > 0 and np.isfinite(theta0) and np.isfinite(gamma)):
         status = f"unphysical fit: Debye temperature (Poisson ratio {poisson:.3g})"
-    alpha, volume_t = float("nan"), float("nan")
-    if status == "ok":
-        alpha, volume_t, status = _alpha(eos, theta, n_atoms, volumes, temperature, delta_t)
-    return ThermalResult(alpha=alpha, debye_temperature=theta0, gruneisen=gamma, V0=eos.v0,
-                         B0=eos.b0 / GPa, B1=eos.b1, volume_at_t=volume_t, eos_rms=rms,
-                         status=status, volumes=volumes, energies=energies)
+        return DebyeGruneisen(float("nan"), theta0, gamma, float("nan"), status)
+    alpha, volume_t, status = _alpha(eos, theta, n_atoms, bounds, temperature, delta_t)
+    return DebyeGruneisen(alpha, theta0, gamma, volume_t, status)
 
 
 def thermal_expansion(atoms: Atoms, calc: Calculator, *, poisson: float = 0.25,
