@@ -388,20 +388,22 @@ def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "ch
 
 
 def _print_comparison(predicted, oracle) -> None:
-    """Surrogate vs oracle moduli of each verified candidate (calibrated where available;
-    none shown where the oracle failed, e.g. a mechanically unstable crystal)."""
+    """Surrogate vs oracle K, G (GPa) and alpha (1e-6/K) of each verified candidate, calibrated
+    where available; none shown where the oracle failed (e.g. mechanically unstable)."""
     merged = predicted.merge(oracle.drop(columns=["formula"], errors="ignore"), on="id")
-    view = Table(title="surrogate vs oracle (GPa)")
+    view = Table(title="surrogate vs oracle (K, G in GPa; alpha in 1e-6/K)")
     for col in ("rank", "formula", "status", "K surrogate", "K oracle", "G surrogate",
-                "G oracle"):
+                "G oracle", "alpha surrogate", "alpha oracle"):
         view.add_column(col)
     for _, row in merged.iterrows():
         cells = [str(row.get("rank", "")), str(row.get("formula", "")),
                  str(row["status"]).split(" (")[0]]
-        for name, column in (("bulk_modulus_vrh", "K_vrh"), ("shear_modulus_vrh", "G_vrh")):
-            oracle_value = row.get(f"{column}_calibrated", row.get(column))
-            cells += [f"{row.get(name, float('nan')):.0f}",
-                      f"{oracle_value:.0f}" if row["status"] == "ok" else "-"]
+        for name, column, scale, spec in (("bulk_modulus_vrh", "K_vrh", 1.0, ".0f"),
+                                          ("shear_modulus_vrh", "G_vrh", 1.0, ".0f"),
+                                          ("thermal_expansion", "alpha_300K", 1e6, ".1f")):
+            oracle_value = row.get(f"{column}_calibrated", row.get(column, float("nan")))
+            cells += [format(scale * row.get(name, float("nan")), spec),
+                      format(scale * oracle_value, spec) if row["status"] == "ok" else "-"]
         view.add_row(*cells)
     Console().print(view)
 

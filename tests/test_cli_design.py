@@ -118,3 +118,24 @@ def test_verify_top_runs_the_oracle_on_the_best_candidates(cu, nacl, tmp_path):
     assert table["id"].tolist() == ["opt-00000"]
     assert table["status"].iloc[0] == "ok" and table["K_vrh"].iloc[0] > 0
     assert not (tmp_path / "verified.calibrated.csv").exists()
+
+
+def test_comparison_shows_calibrated_oracle_values_and_hides_failures(capsys, monkeypatch):
+    from invdesign.cli import _print_comparison
+
+    monkeypatch.setenv("COLUMNS", "200")
+    predicted = pd.DataFrame({"id": ["a", "b"], "rank": [1, 2], "formula": ["Cu", "Fe"],
+                              "bulk_modulus_vrh": [140.0, 170.0],
+                              "shear_modulus_vrh": [45.0, 80.0],
+                              "thermal_expansion": [1.6e-5, 1.2e-5]})
+    oracle = pd.DataFrame({"id": ["a", "b"], "formula": ["Cu", "Fe"],
+                           "status": ["ok", "failed: mechanically unstable (lowest -2 GPa)"],
+                           "K_vrh": [130.0, 110.0], "K_vrh_calibrated": [137.0, 118.0],
+                           "G_vrh": [30.0, -5.0], "alpha_300K": [2.2e-5, float("nan")],
+                           "alpha_300K_calibrated": [1.5e-5, float("nan")]})
+    _print_comparison(predicted, oracle)
+    lines = [line.split("│")[1:-1] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("│")]
+    cells = [[c.strip() for c in line] for line in lines]
+    assert cells[0] == ["1", "Cu", "ok", "140", "137", "45", "30", "16.0", "15.0"]
+    assert cells[1][2:] == ["failed: mechanically unstable", "170", "-", "80", "-", "12.0", "-"]
