@@ -329,8 +329,9 @@ def generate(
     file_format: Annotated[str, typer.Option("--format", help="cif, extxyz or json.")] = "cif",
     seed: Annotated[int, typer.Option()] = 0,
     verify: Annotated[int, typer.Option(
-        help="Check the top N with the CHGNet oracle (relaxation, moduli, thermal expansion; "
-             "a few seconds to a minute each): OUT/verified.csv and verified.calibrated.csv.")]
+        help="Check the top N with the CHGNet oracle (relaxation, moduli, thermal expansion, "
+             "energy above the hull; a few seconds to a minute each): OUT/verified.csv and "
+             "verified.calibrated.csv.")]
         = 0,
     workers: Annotated[int, typer.Option(help="Oracle worker processes for --verify.")] = 1,
     calculator: Annotated[str, typer.Option(help="Oracle potential for --verify: chgnet, "
@@ -381,19 +382,19 @@ def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "ch
     except (ValueError, ImportError) as err:
         _fail(str(err))
     _print_status(table, results)
-    calibration = _shipped_calibration(calculator)
-    if calibration is not None:
-        table = _write_calibrated(results, calibration, calculator)
+    table = _write_derived(results, calculator, _shipped_calibration(calculator)) or table
     _print_comparison(top.table, table)
 
 
 def _print_comparison(predicted, oracle) -> None:
     """Surrogate vs oracle K, G (GPa) and alpha (1e-6/K) of each verified candidate, calibrated
-    where available; none shown where the oracle failed (e.g. mechanically unstable)."""
+    where available (none shown where the oracle failed, e.g. mechanically unstable), and the
+    energy above the oracle's hull wherever the relaxation converged."""
     merged = predicted.merge(oracle.drop(columns=["formula"], errors="ignore"), on="id")
-    view = Table(title="surrogate vs oracle (K, G in GPa; alpha in 1e-6/K)")
+    view = Table(title="surrogate vs oracle (K, G in GPa; alpha in 1e-6/K; energy above the "
+                       "oracle's hull in eV/atom)")
     for col in ("rank", "formula", "status", "K surrogate", "K oracle", "G surrogate",
-                "G oracle", "alpha surrogate", "alpha oracle"):
+                "G oracle", "alpha surrogate", "alpha oracle", "E hull"):
         view.add_column(col)
     for _, row in merged.iterrows():
         cells = [str(row.get("rank", "")), str(row.get("formula", "")),
@@ -404,7 +405,8 @@ def _print_comparison(predicted, oracle) -> None:
             oracle_value = row.get(f"{column}_calibrated", row.get(column, float("nan")))
             cells += [format(scale * row.get(name, float("nan")), spec),
                       format(scale * oracle_value, spec) if row["status"] == "ok" else "-"]
-        view.add_row(*cells)
+        e_hull = row.get("e_above_hull", float("nan"))
+        view.add_row(*cells, "-" if e_hull != e_hull else f"{e_hull:+.2f}")
     Console().print(view)
 
 
@@ -513,36 +515,67 @@ def oracle_command(
     except (ValueError, ImportError) as err:
         _fail(str(err))
     _print_status(table, out)
-    if calibration is None and ctx.info_name == "verify":
+    verify = ctx.info_name == "verify"
+    if calibration is None and verify:
         calibration = _shipped_calibration(calculator)
-    if calibration is not None:
-        _write_calibrated(out, calibration, calculator, temperature)
+    _write_derived(out, calculator, calibration, temperature, hull=verify)
 
 
-def _write_calibrated(results: Path, path: Path, calculator: str, temperature: float = 300.0):
-    """Oracle results with K, G and E mapped to the DFT scale, and alpha recomputed with the
-    calibrated Poisson ratio, next to `results` (returned)."""
+def _write_derived(results: Path, calculator: str, calibration: Path | None,
+                   temperature: float = 300.0, *, hull: bool = True):
+    """Oracle results with K, G and E mapped to the DFT scale and alpha recomputed with the
+    calibrated Poisson ratio (when a calibration is given), and the energy above the shipped
+    hull of the calculator (when `hull` and one ships), written next to `results` as
+    `.calibrated.csv` and returned; None when there is neither."""
     from invdesign.oracle import read_results
     from invdesign.oracle.calibration import Calibration, calibrated_results
+    from invdesign.oracle.stability import STABLE_E_HULL
 
-    try:
-        fitted = Calibration.load(path)
-        table = calibrated_results(read_results(results), fitted, temperature=temperature)
-    except (OSError, ValueError, KeyError) as err:
-        _fail(f"{path}: {err}")
-    if fitted.calculator and fitted.calculator != calculator:
-        console.print(f"[yellow]warning:[/] {path.name} was fitted to {fitted.calculator} "
-                      f"results, these come from {calculator}")
+    table, notes = read_results(results), []
+    if calibration is not None:
+        try:
+            fitted = Calibration.load(calibration)
+            table = calibrated_results(table, fitted, temperature=temperature)
+        except (OSError, ValueError, KeyError) as err:
+            _fail(f"{calibration}: {err}")
+        if fitted.calculator and fitted.calculator != calculator:
+            console.print(f"[yellow]warning:[/] {calibration.name} was fitted to "
+                          f"{fitted.calculator} results, these come from {calculator}")
+        notes.append(f"K, G, E and alpha calibrated to DFT ({calibration.name}: "
+                     f"{fitted.fit_split})")
+    reference = _shipped_hull(calculator) if hull else None
+    if reference is not None:
+        table = reference.annotate(table)
+        notes.append(f"energy above the {calculator} hull of {len(reference)} references "
+                     f"(e_above_hull, eV/atom; > {STABLE_E_HULL} would decompose)")
+    if not notes:
+        return None
     target = results.with_suffix(".calibrated.csv")
     table.to_csv(target, index=False)
-    typer.echo(f"K, G, E and alpha calibrated to DFT ({path.name}: {fitted.fit_split}) "
-               f"-> {target}")
+    typer.echo("; ".join(notes) + f" -> {target}")
     return table
 
 
+def _shipped_hull(calculator: str):
+    """The convex hull of the shipped references for `calculator` (elemental ground states
+    and the MP-binary label table, `checkpoints/oracle-labels/`), or None."""
+    import pandas as pd
+
+    from invdesign.oracle import read_results
+    from invdesign.oracle.stability import Hull
+    from invdesign.surrogate import checkpoints_dir
+
+    folder = checkpoints_dir() / "oracle-labels"
+    elements, labels = (folder / f"{kind}-{calculator}.csv" for kind in ("elements", "mp-binary"))
+    if not (elements.exists() and labels.exists()):
+        return None
+    return Hull.from_tables([pd.read_csv(elements), read_results(labels)])
+
+
 app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "
-            "relaxation, elastic moduli, thermal expansion; with CHGNet also K, G and E "
-            "calibrated to DFT (OUT.calibrated.csv). Use --candidates FILE.")(oracle_command)
+            "relaxation, elastic moduli, thermal expansion; with CHGNet also K, G, E and "
+            "alpha calibrated to DFT and the energy above the CHGNet hull of known "
+            "binaries (OUT.calibrated.csv). Use --candidates FILE.")(oracle_command)
 app.command("label", help="Label a training set with oracle K, G, alpha and Debye temperature "
             "(id -> values). Use --data FILE.")(oracle_command)
 

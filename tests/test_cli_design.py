@@ -132,10 +132,34 @@ def test_comparison_shows_calibrated_oracle_values_and_hides_failures(capsys, mo
                            "status": ["ok", "failed: mechanically unstable (lowest -2 GPa)"],
                            "K_vrh": [130.0, 110.0], "K_vrh_calibrated": [137.0, 118.0],
                            "G_vrh": [30.0, -5.0], "alpha_300K": [2.2e-5, float("nan")],
-                           "alpha_300K_calibrated": [1.5e-5, float("nan")]})
+                           "alpha_300K_calibrated": [1.5e-5, float("nan")],
+                           "e_above_hull": [0.034, 0.21]})
     _print_comparison(predicted, oracle)
     lines = [line.split("│")[1:-1] for line in capsys.readouterr().out.splitlines()
              if line.startswith("│")]
     cells = [[c.strip() for c in line] for line in lines]
-    assert cells[0] == ["1", "Cu", "ok", "140", "137", "45", "30", "16.0", "15.0"]
-    assert cells[1][2:] == ["failed: mechanically unstable", "170", "-", "80", "-", "12.0", "-"]
+    assert cells[0] == ["1", "Cu", "ok", "140", "137", "45", "30", "16.0", "15.0", "+0.03"]
+    assert cells[1][2:] == ["failed: mechanically unstable", "170", "-", "80", "-", "12.0", "-",
+                            "+0.21"]
+
+
+def test_verify_writes_calibrated_moduli_and_the_energy_above_the_hull(tmp_path, monkeypatch):
+    from invdesign import cli
+    from invdesign.oracle import CSV_COLUMNS
+    from invdesign.oracle.stability import Hull
+
+    row = dict.fromkeys(CSV_COLUMNS, float("nan")) | {
+        "id": "x", "formula": "CuAl2", "K_vrh": 100.0, "G_vrh": 40.0, "E": 106.0,
+        "energy_per_atom": -0.5, "status": "ok", "mechanically_stable": True, "seconds": 1.0}
+    results = tmp_path / "verified.csv"
+    pd.DataFrame([row], columns=list(CSV_COLUMNS)).to_csv(results, index=False)
+    monkeypatch.setattr(cli, "_shipped_hull",
+                        lambda calculator: Hull(["Cu", "Al", "CuAl"], [0.0, 0.0, -1.0]))
+    table = cli._write_derived(results, "chgnet", cli._shipped_calibration("chgnet"))
+    written = pd.read_csv(tmp_path / "verified.calibrated.csv")
+    assert written["e_above_hull"].iloc[0] == pytest.approx(1 / 6)
+    assert written["decomposition"].iloc[0] == "Al + AlCu"
+    assert written["G_vrh_calibrated"].iloc[0] > 40.0  # CHGNet's soft G stiffened
+    assert list(table.columns) == list(written.columns)
+    monkeypatch.setattr(cli, "_shipped_hull", lambda calculator: None)
+    assert cli._write_derived(results, "emt", None) is None
