@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -491,11 +491,16 @@ def design_ready(structure: Structure | None) -> Structure | None:
 def generate(objective: str | Sequence[str] = "E * alpha", n: int = 100, *,
              out: str | Path | None = None, model: str | Path = "mp-binary",
              surrogate: str | Path | None = "auto", file_format: str = "cif",
-             plot: bool = True, **optimize_kwargs: Any) -> Candidates:
-    """Load the shipped models, optimise, and (with `out`) write candidates.csv, structure files
-    and an Ashby-style `ashby.png` (candidates over the training data)."""
+             plot: bool = True,
+             refine: Callable[[Designer, Candidates], Candidates] | None = None,
+             **optimize_kwargs: Any) -> Candidates:
+    """Load the shipped models, optimise, apply `refine` (e.g. the physics screen of
+    `invdesign.screening`) and (with `out`) write candidates.csv, structure files and an
+    Ashby-style `ashby.png` (candidates over the training data)."""
     designer = Designer.load(model, surrogate=surrogate)
     best = designer.optimize(objective, n, **optimize_kwargs)
+    if refine is not None:
+        best = refine(designer, best)
     if out is not None:
         best.write(out, format=file_format)  # type: ignore[arg-type]
         if plot and designer.reference_properties is not None and len(best):

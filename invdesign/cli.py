@@ -333,18 +333,29 @@ def generate(
              "energy above the hull; a few seconds to a minute each): OUT/verified.csv and "
              "verified.calibrated.csv.")]
         = 0,
-    workers: Annotated[int, typer.Option(help="Oracle worker processes for --verify.")] = 1,
-    calculator: Annotated[str, typer.Option(help="Oracle potential for --verify: chgnet, "
-                                            "sevenn or emt.")] = "chgnet",
+    relax: Annotated[bool, typer.Option(
+        help="Physics screen before writing: relax every candidate with the oracle's "
+             "potential, re-check validity, uniqueness and novelty, place it against the "
+             "potential's convex hull (e_above_hull), re-score the relaxed crystal and rank "
+             "those that pass (within 0.1 eV/atom of the hull) first; writes the relaxed "
+             "structures. About 1-10 s per candidate and worker.")] = False,
+    workers: Annotated[int, typer.Option(help="Oracle worker processes for --relax and "
+                                         "--verify.")] = 1,
+    calculator: Annotated[str, typer.Option(help="Oracle potential for --relax and --verify: "
+                                            "chgnet, sevenn or emt.")] = "chgnet",
 ) -> None:
     """Find valid, unique, novel crystals that maximise an objective (shipped models)."""
     from invdesign.api import generate as run_generate
 
     if file_format not in ("cif", "extxyz", "json"):
         _fail(f"--format must be cif, extxyz or json, got {file_format!r}")
+    refine = None
+    if relax:
+        refine = _physics_screen(objective or ["E * alpha"], constraint, score, kappa, minimize,
+                                 calculator, workers)
     try:
         best = run_generate(objective or ["E * alpha"], n, out=out, model=model,
-                            surrogate=surrogate, file_format=file_format,
+                            surrogate=surrogate, file_format=file_format, refine=refine,
                             constraints=constraint,
                             elements=[e.strip() for e in elements.split(",") if e.strip()]
                             if elements else None,
@@ -353,9 +364,12 @@ def generate(
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     show = ["rank", "id", "formula", "objective", "objective_std", "bulk_modulus_vrh",
-            "shear_modulus_vrh", "thermal_expansion"]
+            "shear_modulus_vrh", "thermal_expansion", "e_above_hull", "passed"]
     show = [c for c in show if c in best.table]
-    preview = Table(title=f"top of {len(best)} valid, unique, novel candidates -> {out}")
+    title = (f"top of {len(best)} relaxed candidates, {int(best.table['passed'].sum())} passed "
+             f"the physics screen (ranked first) -> {out}" if "passed" in best.table else
+             f"top of {len(best)} valid, unique, novel candidates -> {out}")
+    preview = Table(title=title)
     for col in show:
         preview.add_column(col)
     for _, row in best.table.head(10).iterrows():
@@ -364,6 +378,26 @@ def generate(
     Console().print(preview)
     if verify > 0 and len(best):
         _verify_top(best, verify, out / "verified.csv", workers, calculator)
+
+
+def _physics_screen(objectives: list[str], constraints: list[str] | None, score: str,
+                    kappa: float, minimize: bool, calculator: str, workers: int):
+    """The `refine` step of `generate --relax`: `invdesign.screening.screen` with the search's
+    first objective and the shipped hull of `calculator` (none for EMT: stability unchecked)."""
+    from invdesign.design.scoring import Scorer
+    from invdesign.screening import screen
+
+    scorer = Scorer.parse(objectives[0], constraints, mode=score, kappa=kappa,  # type: ignore[arg-type]
+                          minimize=minimize)
+    hull = _shipped_hull(calculator)
+    if hull is None:
+        console.print(f"[yellow]warning:[/] no convex hull ships for {calculator}: "
+                      "stability is not checked")
+
+    def refine(designer, best):
+        return screen(designer, best, scorer, hull, calculator=calculator, workers=workers)
+
+    return refine
 
 
 def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "chgnet"
@@ -418,6 +452,15 @@ def _print_status(table, out: Path) -> None:
     for name, count in status.items():
         summary.add_row(str(name), str(count))
     Console().print(summary)
+
+
+def _shipped_hull(calculator: str):
+    """The convex hull of the shipped references for `calculator` (elemental ground states
+    and the MP-binary label table in `checkpoints/oracle-labels/`), or None."""
+    from invdesign.oracle.stability import hull_from_folder
+    from invdesign.surrogate import checkpoints_dir
+
+    return hull_from_folder(checkpoints_dir() / "oracle-labels", calculator)
 
 
 def _shipped_calibration(calculator: str) -> Path | None:
@@ -554,22 +597,6 @@ def _write_derived(results: Path, calculator: str, calibration: Path | None,
     table.to_csv(target, index=False)
     typer.echo("; ".join(notes) + f" -> {target}")
     return table
-
-
-def _shipped_hull(calculator: str):
-    """The convex hull of the shipped references for `calculator` (elemental ground states
-    and the MP-binary label table, `checkpoints/oracle-labels/`), or None."""
-    import pandas as pd
-
-    from invdesign.oracle import read_results
-    from invdesign.oracle.stability import Hull
-    from invdesign.surrogate import checkpoints_dir
-
-    folder = checkpoints_dir() / "oracle-labels"
-    elements, labels = (folder / f"{kind}-{calculator}.csv" for kind in ("elements", "mp-binary"))
-    if not (elements.exists() and labels.exists()):
-        return None
-    return Hull.from_tables([pd.read_csv(elements), read_results(labels)])
 
 
 app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "

@@ -425,6 +425,29 @@ def test_runaway_relaxation_is_stopped_with_a_status(monkeypatch):
         relax_module.relax(atoms, EMT)
 
 
+def test_a_collapsed_cell_is_refused_before_the_potential_sees_it():
+    """One optimiser step can shrink a strained cell ten-fold; the potential's neighbour lists
+    on it would exhaust memory, so the filter checks the volume before evaluating."""
+    from ase.calculators.calculator import Calculator
+
+    from invdesign.oracle.relax import RelaxationRunawayError, _GuardedCellFilter
+
+    class Untouchable(Calculator):
+        implemented_properties = ("energy", "forces", "stress")
+
+        def calculate(self, *args, **kwargs):
+            raise AssertionError("the potential was called on a collapsed cell")
+
+    atoms = bulk("Cu", "fcc", a=3.61)
+    atoms.calc = Untouchable()
+    guarded = _GuardedCellFilter(atoms)
+    atoms.set_cell(atoms.cell * 0.5, scale_atoms=True)  # volume x0.125
+    with pytest.raises(RelaxationRunawayError, match=r"volume x0\.12 \(before evaluating it\)"):
+        guarded.get_forces()
+    with pytest.raises(RelaxationRunawayError):
+        guarded.get_potential_energy()
+
+
 def test_a_relaxation_past_its_time_limit_is_stopped_with_a_status(monkeypatch):
     """A relaxation that keeps going (here: any, with a zero time limit) ends as a failed row
     saying so, not as a stalled batch."""

@@ -84,11 +84,11 @@ def test_annotate_scores_relaxed_rows_only(hull):
 def test_shipped_chgnet_hull_orders_known_polymorphs():
     """Corundum (mp-1143) is the Al2O3 ground state and rutile/anatase-type TiO2 lie within a
     few tens of meV of the hull; rocksalt TiN (mp-492) is the ground state of Ti-N."""
-    from invdesign.cli import _shipped_hull
     from invdesign.oracle import read_results
+    from invdesign.oracle.stability import hull_from_folder
     from invdesign.surrogate import checkpoints_dir
 
-    hull = _shipped_hull("chgnet")
+    hull = hull_from_folder(checkpoints_dir() / "oracle-labels", "chgnet")
     assert hull is not None and {"Al", "O", "Ti", "N"} <= hull.elements
     labels = read_results(checkpoints_dir() / "oracle-labels" / "mp-binary-chgnet.csv")
     energy = labels.set_index("id")["energy_per_atom"]

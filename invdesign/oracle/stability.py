@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from invdesign.oracle.calculators import CalculatorName, get_calculator
 from invdesign.oracle.relax import RelaxationRunawayError, relax, relax_ions
 
 __all__ = ["STABLE_E_HULL", "Hull", "HullResult", "elemental_prototypes",
-           "elemental_references"]
+           "elemental_references", "hull_from_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,18 @@ class Hull:
         decomposition, e_hull = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
         products = " + ".join(sorted(d.composition.reduced_formula for d in decomposition))
         return HullResult(float(e_hull), products)
+
+
+def hull_from_folder(folder: Path, calculator: str) -> Hull | None:
+    """The hull of the references in `folder` for `calculator` (`elements-<calculator>.csv`
+    and the MP-binary label table `mp-binary-<calculator>.csv`, as shipped in
+    `checkpoints/oracle-labels/`), or None when either is missing."""
+    from invdesign.oracle.executor import read_results
+
+    elements, labels = (folder / f"{kind}-{calculator}.csv" for kind in ("elements", "mp-binary"))
+    if not (elements.exists() and labels.exists()):
+        return None
+    return Hull.from_tables([pd.read_csv(elements), read_results(labels)])
 
 
 def elemental_prototypes(symbol: str) -> list[tuple[str, Atoms, bool]]:
