@@ -108,10 +108,10 @@ class Hull:
         return results.assign(e_above_hull=[r.e_above_hull for r in scored],
                               decomposition=[r.decomposition for r in scored])
 
-    def _build(self, system: frozenset[str]) -> PhaseDiagram:
-        entries = [e for e in self._entries
-                   if {str(x) for x in e.composition.elements} <= system]
-        return PhaseDiagram(entries)
+    def _build(self, system: frozenset[str], exclude: str | None = None) -> PhaseDiagram:
+        """The phase diagram of the references within `system`, without `exclude`."""
+        return PhaseDiagram([e for e in self._entries if e.name != exclude
+                             and {str(x) for x in e.composition.elements} <= system])
 
     def e_above_hull(self, formula: str, energy_per_atom: float,
                      exclude: str | None = None) -> HullResult:
@@ -128,9 +128,7 @@ class Hull:
         missing = sorted(system - self.elements)
         if missing:
             return HullResult(math.nan, f"no reference for {', '.join(missing)}")
-        diagram = self._diagram(system) if exclude is None else PhaseDiagram(
-            [e for e in self._entries if e.name != exclude
-             and {str(x) for x in e.composition.elements} <= system])
+        diagram = self._diagram(system) if exclude is None else self._build(system, exclude)
         entry = PDEntry(comp, energy_per_atom * comp.num_atoms)
         decomposition, e_hull = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
         products = " + ".join(sorted(d.composition.reduced_formula for d in decomposition))
