@@ -330,8 +330,8 @@ def generate(
     seed: Annotated[int, typer.Option()] = 0,
     verify: Annotated[int, typer.Option(
         help="Check the top N with the CHGNet oracle (relaxation, moduli, thermal expansion, "
-             "energy above the hull; a few seconds to a minute each): OUT/verified.csv and "
-             "verified.calibrated.csv.")]
+             "energy above the hull; a few seconds to a minute each): OUT/verified.csv, "
+             "verified.calibrated.csv and the relaxed structures in verified_relaxed/.")]
         = 0,
     relax: Annotated[bool, typer.Option(
         help="Physics screen before writing: relax every candidate with the oracle's "
@@ -412,7 +412,8 @@ def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "ch
     top = best[:n]
     try:
         table = run_many(list(zip(top.table["id"], top.structures, strict=True)), results,
-                         calculator=calculator, workers=workers)  # type: ignore[arg-type]
+                         calculator=calculator, workers=workers,  # type: ignore[arg-type]
+                         structures_dir=_relaxed_dir(results))
     except (ValueError, ImportError) as err:
         _fail(str(err))
     _print_status(table, results)
@@ -452,6 +453,12 @@ def _print_status(table, out: Path) -> None:
     for name, count in status.items():
         summary.add_row(str(name), str(count))
     Console().print(summary)
+
+
+def _relaxed_dir(results: Path) -> Path:
+    """Folder for the oracle's relaxed structures beside a results CSV (`verified.csv` ->
+    `verified_relaxed/`)."""
+    return results.parent / f"{results.stem}_relaxed"
 
 
 def _shipped_hull(calculator: str):
@@ -554,7 +561,8 @@ def oracle_command(
     try:
         table = run_many([(r.id, r.structure) for r in dataset], out, calculator=calculator,
                          workers=workers, temperature=temperature, ray_address=ray_address,
-                         config=OracleConfig(thermal=thermal))
+                         config=OracleConfig(thermal=thermal),
+                         structures_dir=_relaxed_dir(out) if ctx.info_name == "verify" else None)
     except (ValueError, ImportError) as err:
         _fail(str(err))
     _print_status(table, out)
@@ -602,7 +610,8 @@ def _write_derived(results: Path, calculator: str, calibration: Path | None,
 app.command("verify", help="Verify candidates with the physics oracle (CHGNet by default): "
             "relaxation, elastic moduli, thermal expansion; with CHGNet also K, G, E and "
             "alpha calibrated to DFT and the energy above the CHGNet hull of known "
-            "binaries (OUT.calibrated.csv). Use --candidates FILE.")(oracle_command)
+            "binaries (OUT.calibrated.csv); relaxed structures in OUT_relaxed/. Use "
+            "--candidates FILE.")(oracle_command)
 app.command("label", help="Label a training set with oracle K, G, alpha and Debye temperature "
             "(id -> values). Use --data FILE.")(oracle_command)
 

@@ -118,6 +118,7 @@ def test_verify_top_runs_the_oracle_on_the_best_candidates(cu, nacl, tmp_path):
     assert table["id"].tolist() == ["opt-00000"]
     assert table["status"].iloc[0] == "ok" and table["K_vrh"].iloc[0] > 0
     assert not (tmp_path / "verified.calibrated.csv").exists()
+    assert [p.name for p in (tmp_path / "verified_relaxed").iterdir()] == ["opt-00000.cif"]
 
 
 def test_comparison_shows_calibrated_oracle_values_and_hides_failures(capsys, monkeypatch):

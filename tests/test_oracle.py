@@ -305,6 +305,20 @@ def test_run_many_resumes_after_restart_and_kill(tmp_path, counted):
     assert sorted(df["id"]) == ["al", "cu", "ni"]
 
 
+def test_run_many_writes_the_relaxed_structures(tmp_path):
+    from pymatgen.core import Structure as PmgStructure
+
+    stretched = _fcc("Cu", 3.61 * 1.05)
+    bad = _fcc("Cu", 3.61)
+    bad.replace_species({"Cu": "Og"})  # refused before any calculation: no structure
+    df = run_many([("cu/1", stretched), ("og", bad)], tmp_path / "v.csv", calculator="emt",
+                  progress=False, structures_dir=tmp_path / "relaxed")
+    assert sorted(p.name for p in (tmp_path / "relaxed").iterdir()) == ["cu_1.cif"]
+    relaxed = PmgStructure.from_file(tmp_path / "relaxed" / "cu_1.cif")
+    assert relaxed.volume < stretched.volume * 0.9  # EMT's Cu, a = 3.59 A: it shrank
+    assert "_relaxed_cif" not in df.columns and len(df) == 2
+
+
 def test_results_of_an_older_version_are_upgraded_on_resume(tmp_path, counted):
     out = tmp_path / "verify.csv"
     run_many(_items()[:2], out, calculator="emt", progress=False)

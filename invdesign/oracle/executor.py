@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -41,6 +42,7 @@ __all__ = ["completed_ids", "read_results", "run_many"]
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+_CIF = "_relaxed_cif"  # row key of the relaxed structure (not a CSV column)
 _NUMERIC = [c for c in CSV_COLUMNS if c not in ("id", "formula", "status", "mechanically_stable")]
 
 
@@ -54,10 +56,11 @@ class _Job(NamedTuple):
 
 
 def _job(job: _Job) -> Row:
-    """Worker entry point: one oracle run, returned as a CSV row."""
+    """Worker entry point: one oracle run, returned as a CSV row plus the relaxed structure's
+    CIF under `_CIF`."""
     result = run_oracle(job.structure, structure_id=job.id, calculator=job.calculator,
                         temperature=job.temperature, steps=job.steps, config=job.config)
-    return result.to_row()
+    return result.to_row() | {_CIF: result.relaxed_cif}
 
 
 def _limit_threads(n: int = 1) -> None:
@@ -243,6 +246,12 @@ def _pending(items: Iterable[tuple[str, Structure]], done: set[str], make) -> It
         yield make(item_id, structure)
 
 
+def _write_cif(folder: Path, item_id: str, cif: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id) or "_"
+    (folder / f"{safe}.cif").write_text(cif)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("oracle"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
@@ -252,7 +261,8 @@ def _progress(enabled: bool) -> Progress:
 def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
              calculator: CalculatorName = "chgnet", workers: int = 1,
              temperature: float = 300.0, steps: int = 200, config: OracleConfig | None = None,
-             ray_address: str | None = None, progress: bool = True) -> pd.DataFrame:
+             ray_address: str | None = None, progress: bool = True,
+             structures_dir: str | Path | None = None) -> pd.DataFrame:
     """Run the oracle on every (id, structure) pair, streaming rows to `out_csv`, resumably.
 
     Args:
@@ -266,6 +276,8 @@ def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
         config: Numerical settings (`OracleConfig()` by default).
         ray_address: Ray cluster address ("auto", "ray://host:10001"); None runs locally.
         progress: Show a progress bar.
+        structures_dir: Also write each relaxed structure to `<structures_dir>/<id>.cif`
+            (before its row, so a resumed run never lacks one).
 
     Returns:
         The whole results file as a DataFrame (earlier runs included).
@@ -292,6 +304,9 @@ def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
     with _appender(out_csv) as write, _progress(progress) as bar:
         task = bar.add_task("oracle", total=total, failed=0)
         for row in rows:
+            cif = row.pop(_CIF, "")
+            if structures_dir is not None and cif:
+                _write_cif(Path(structures_dir), str(row["id"]), cif)
             write(row)
             n += 1
             failed += row["status"] != "ok"

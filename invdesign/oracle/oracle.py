@@ -116,6 +116,8 @@ class OracleResult:
         seconds: Wall time, s.
         method: Calculator name and every numerical parameter.
         details: Diagnostics: steps, volume change, elastic tensor (GPa), EOS fit, timings (s).
+        relaxed_cif: The relaxed structure as CIF text ("" when the relaxation did not
+            converge); not a CSV column (`run_many` can write it to a folder).
     """
 
     id: str = ""
@@ -139,6 +141,7 @@ class OracleResult:
     seconds: float = 0.0
     method: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    relaxed_cif: str = ""
 
     @property
     def ok(self) -> bool:
@@ -192,6 +195,7 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
                t_relax=time.perf_counter() - t)
     if not rel.converged:
         return f"failed: no convergence (relaxation, {rel.steps} steps)"
+    out["relaxed_cif"] = rel.structure.to(fmt="cif")
     if rel.atoms.get_volume() / len(rel.atoms) > cfg.max_volume_per_atom:
         return "failed: no convergence (relaxation diverged: cell expanded)"
     t = time.perf_counter()
