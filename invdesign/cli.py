@@ -352,7 +352,7 @@ def generate(
     refine = None
     if relax:
         refine = _physics_screen(objective or ["E * alpha"], constraint, score, kappa, minimize,
-                                 calculator, workers)
+                                 calculator, workers, out / "relaxations.csv")
     try:
         best = run_generate(objective or ["E * alpha"], n, out=out, model=model,
                             surrogate=surrogate, file_format=file_format, refine=refine,
@@ -381,9 +381,10 @@ def generate(
 
 
 def _physics_screen(objectives: list[str], constraints: list[str] | None, score: str,
-                    kappa: float, minimize: bool, calculator: str, workers: int):
+                    kappa: float, minimize: bool, calculator: str, workers: int, cache: Path):
     """The `refine` step of `generate --relax`: `invdesign.screening.screen` with the search's
-    first objective and the shipped hull of `calculator` (none for EMT: stability unchecked)."""
+    first objective and the shipped hull of `calculator` (none for EMT: stability unchecked),
+    relaxations streamed to `cache` so that a rerun after an interruption resumes."""
     from invdesign.design.scoring import Scorer
     from invdesign.screening import screen
 
@@ -395,7 +396,8 @@ def _physics_screen(objectives: list[str], constraints: list[str] | None, score:
                       "stability is not checked")
 
     def refine(designer, best):
-        return screen(designer, best, scorer, hull, calculator=calculator, workers=workers)
+        return screen(designer, best, scorer, hull, calculator=calculator, workers=workers,
+                      cache=cache)
 
     return refine
 

@@ -11,11 +11,14 @@ candidate of <= 20 atoms (the elastic and thermal stages of `verify` are not run
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,20 +65,68 @@ def _relax_one(job: tuple[Structure, str]) -> Relaxed:
 
 
 def relax_structures(structures: Sequence[Structure], calculator: str = "chgnet",
-                     workers: int = 1) -> list[Relaxed]:
+                     workers: int = 1, cache: str | Path | None = None) -> list[Relaxed]:
     """Cell + ion relaxation of each structure (`invdesign.oracle.relax` settings), in
-    `workers` processes; a failure is a status, never an exception."""
-    jobs = [(s, calculator) for s in structures]
+    `workers` processes; a failure is a status, never an exception.
+
+    With `cache`, each result is appended to that CSV as it finishes (keyed by a hash of the
+    input structure and the calculator), and structures already in it are not relaxed again:
+    an interrupted run loses nothing.
+    """
+    keys = [_key(s, calculator) for s in structures]
+    done = _read_cache(Path(cache)) if cache is not None else {}
+    todo = [i for i, k in enumerate(keys) if k not in done]
+    jobs = [(structures[i], calculator) for i in todo]
     if workers <= 1 or len(jobs) <= 1:
-        return [_relax_one(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_relax_one, jobs))
+        results: Iterator[Relaxed] = map(_relax_one, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_relax_one, jobs)
+    try:
+        for i, result in zip(todo, results, strict=True):
+            done[keys[i]] = result
+            if cache is not None:
+                _append_cache(Path(cache), keys[i], result)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return [done[k] for k in keys]
+
+
+_CACHE_COLUMNS = ("key", "status", "energy_per_atom", "rmsd", "cif")
+
+
+def _key(structure: Structure, calculator: str) -> str:
+    return hashlib.sha256(f"{calculator}\n{structure.to(fmt='cif')}".encode()).hexdigest()
+
+
+def _read_cache(path: Path) -> dict[str, Relaxed]:
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path, keep_default_na=False, na_values={"energy_per_atom": [""],
+                                                                 "rmsd": [""]})
+    return {row.key: Relaxed(Structure.from_str(row.cif, fmt="cif") if row.cif else None,
+                             float(row.energy_per_atom), float(row.rmsd), row.status)
+            for row in table.itertuples()}
+
+
+def _append_cache(path: Path, key: str, result: Relaxed) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(_CACHE_COLUMNS)
+        cif = result.structure.to(fmt="cif") if result.structure is not None else ""
+        writer.writerow([key, result.status, result.energy_per_atom, result.rmsd, cif])
 
 
 def screen(designer: Designer, candidates: Candidates, scorer: Scorer, hull: Hull | None, *,
-           calculator: str = "chgnet", workers: int = 1,
-           max_e_hull: float = STABLE_E_HULL) -> Candidates:
-    """Relax, re-check and re-score `candidates` (from `Designer.optimize`) and rank them.
+           calculator: str = "chgnet", workers: int = 1, max_e_hull: float = STABLE_E_HULL,
+           cache: str | Path | None = None) -> Candidates:
+    """Relax, re-check and re-score `candidates` (from `Designer.optimize`) and rank them
+    (`cache`: see `relax_structures`).
 
     Returns:
         The relaxed candidates (the input structure where the relaxation failed), ranked with
@@ -87,7 +138,7 @@ def screen(designer: Designer, candidates: Candidates, scorer: Scorer, hull: Hul
     """
     if not len(candidates):
         return candidates
-    relaxed = relax_structures(candidates.structures, calculator, workers)
+    relaxed = relax_structures(candidates.structures, calculator, workers, cache)
     structures = [r.structure or s for r, s in zip(relaxed, candidates.structures, strict=True)]
     assessed = designer.assess(structures, prefix="relaxed", scorer=scorer)
     table = assessed.table

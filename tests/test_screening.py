@@ -60,3 +60,27 @@ def test_screen_ranks_relaxed_stable_unique_candidates_first():
     assert table["relax_status"].eq("ok").all() and table["objective_decoded"].at["a"] == 4.0
     volume = [s.volume / len(s) for s in ranked.structures]
     assert np.allclose(volume[0], 11.6, atol=0.6)  # the relaxed structure is what is returned
+
+
+def test_relaxations_are_cached_and_resumed(tmp_path, monkeypatch):
+    import invdesign.screening as screening
+
+    cache = tmp_path / "relaxations.csv"
+    first = relax_structures([_fcc("Cu", 3.8), _fcc("Al", 4.2)], "emt", cache=cache)
+    assert len(pd.read_csv(cache)) == 2
+
+    def no_work(job):
+        raise AssertionError("a cached structure was relaxed again")
+
+    monkeypatch.setattr(screening, "_relax_one", no_work)
+    again = relax_structures([_fcc("Al", 4.2), _fcc("Cu", 3.8)], "emt", cache=cache)
+    assert [r.status for r in again] == ["ok", "ok"]
+    assert again[0].energy_per_atom == first[1].energy_per_atom
+    assert abs(again[1].structure.volume - first[0].structure.volume) < 1e-6
+
+
+def test_relax_structures_in_worker_processes_match_the_sequential_run():
+    structures = [_fcc("Cu", 3.8), _fcc("Al", 4.2)]
+    pooled = relax_structures(structures, "emt", workers=2)
+    serial = relax_structures(structures, "emt")
+    assert [r.energy_per_atom for r in pooled] == [r.energy_per_atom for r in serial]
