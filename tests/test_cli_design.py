@@ -86,6 +86,25 @@ def test_generate_ranks_candidates_and_draws_ashby(models, tmp_path):
         assert (out / "ashby.png").is_file()
 
 
+def test_generate_relax_screens_and_keeps_its_relaxations(models, tmp_path):
+    """`--relax` with EMT (offline; no hull ships for it, so stability is not checked)."""
+    _, vae, surrogate = models
+    out = tmp_path / "gen"
+    result = invoke("generate", "--model", vae, "--surrogate", surrogate, "--objective",
+                    "E * alpha", "-n", "3", "--budget", "120", "--relax", "--calculator",
+                    "emt", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "noconvexhullshipsforemt" in squeezed(result.output)
+    table = pd.read_csv(out / "candidates.csv")
+    if len(table):
+        assert {"relax_status", "relax_rmsd", "objective_decoded", "e_above_hull",
+                "passed"} <= set(table.columns)
+        assert table["rank"].tolist() == list(range(1, len(table) + 1))
+        assert len(pd.read_csv(out / "relaxations.csv")) == len(table)
+        passed = table["passed"].to_numpy(bool)
+        assert not (passed[1:] & ~passed[:-1]).any()  # passing candidates first
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["generate", "--objective", "E * wobble"], "wobble"),
     (["generate", "--objective", "E *"], "objective"),
