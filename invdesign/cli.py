@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -442,8 +443,8 @@ def _print_comparison(predicted, oracle) -> None:
             oracle_value = row.get(f"{column}_calibrated", row.get(column, float("nan")))
             cells += [format(scale * row.get(name, float("nan")), spec),
                       format(scale * oracle_value, spec) if row["status"] == "ok" else "-"]
-        e_hull = row.get("e_above_hull", float("nan"))
-        view.add_row(*cells, "-" if e_hull != e_hull else f"{e_hull:+.2f}")
+        e_hull = float(row.get("e_above_hull", float("nan")))
+        view.add_row(*cells, "-" if math.isnan(e_hull) else f"{e_hull:+.2f}")
     Console().print(view)
 
 
