@@ -420,7 +420,8 @@ def _verify_top(best, n: int, results: Path, workers: int, calculator: str = "ch
     except (ValueError, ImportError) as err:
         _fail(str(err))
     _print_status(table, results)
-    table = _write_derived(results, calculator, _shipped_calibration(calculator)) or table
+    derived = _write_derived(results, calculator, _shipped_calibration(calculator))
+    table = derived if derived is not None else table
     _print_comparison(top.table, table)
 
 

@@ -183,3 +183,27 @@ def test_verify_writes_calibrated_moduli_and_the_energy_above_the_hull(tmp_path,
     assert list(table.columns) == list(written.columns)
     monkeypatch.setattr(cli, "_shipped_hull", lambda calculator: None)
     assert cli._write_derived(results, "emt", None) is None
+
+
+def test_verify_top_with_a_derived_table_prints_the_calibrated_comparison(cu, tmp_path,
+                                                                          monkeypatch, capsys):
+    """`generate --verify` when a calibration and a hull ship (here: faked for EMT)."""
+    from invdesign import cli
+    from invdesign.design.candidates import Candidates
+    from invdesign.oracle.stability import Hull
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(cli, "_shipped_calibration", lambda calculator: _chgnet_calibration())
+    monkeypatch.setattr(cli, "_shipped_hull", lambda calculator: Hull(["Cu"], [0.0]))
+    best = Candidates([cu], pd.DataFrame({"id": ["opt-00000"], "rank": [1], "formula": ["Cu"],
+                                          "bulk_modulus_vrh": [140.0]}))
+    cli._verify_top(best, 1, tmp_path / "verified.csv", workers=1, calculator="emt")
+    table = pd.read_csv(tmp_path / "verified.calibrated.csv")
+    assert table["e_above_hull"].iloc[0] == pytest.approx(0.0, abs=0.02)  # EMT's fcc Cu
+    assert "Ehull" in capsys.readouterr().out.replace(" ", "")
+
+
+def _chgnet_calibration():
+    from invdesign.surrogate import checkpoints_dir
+
+    return checkpoints_dir() / "oracle-calibration" / "chgnet.json"
