@@ -429,7 +429,9 @@ def _print_comparison(predicted, oracle) -> None:
     """Surrogate vs oracle K, G (GPa) and alpha (1e-6/K) of each verified candidate, calibrated
     where available (none shown where the oracle failed, e.g. mechanically unstable), and the
     energy above the oracle's hull wherever the relaxation converged."""
-    merged = predicted.merge(oracle.drop(columns=["formula"], errors="ignore"), on="id")
+    shared = (set(predicted.columns) & set(oracle.columns)) - {"id", "formula"}
+    merged = predicted.drop(columns=sorted(shared)).merge(  # the oracle's values win
+        oracle.drop(columns=["formula"], errors="ignore"), on="id")
     view = Table(title="surrogate vs oracle (K, G in GPa; alpha in 1e-6/K; energy above the "
                        "oracle's hull in eV/atom)")
     for col in ("rank", "formula", "status", "K surrogate", "K oracle", "G surrogate",
