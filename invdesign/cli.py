@@ -384,7 +384,8 @@ def generate(
 def _physics_screen(objectives: list[str], constraints: list[str] | None, score: str,
                     kappa: float, minimize: bool, calculator: str, workers: int, cache: Path):
     """The `refine` step of `generate --relax`: `invdesign.screening.screen` with the search's
-    first objective and the shipped hull of `calculator` (none for EMT: stability unchecked),
+    first objective (with several, the screened candidates are ranked by the first, not by
+    Pareto front) and the shipped hull of `calculator` (none for EMT: stability unchecked),
     relaxations streamed to `cache` so that a rerun after an interruption resumes."""
     from invdesign.design.scoring import Scorer
     from invdesign.screening import screen
