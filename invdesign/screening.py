@@ -148,12 +148,11 @@ def screen(designer: Designer, candidates: Candidates, scorer: Scorer, hull: Hul
     table["relax_rmsd"] = [r.rmsd for r in relaxed]
     table["energy_per_atom"] = [r.energy_per_atom for r in relaxed]
     ok = table["relax_status"].eq("ok").to_numpy()
-    e_hull, products = np.full(len(table), np.nan), ["not relaxed"] * len(table)
     if hull is not None:
-        for i in np.flatnonzero(ok):
-            result = hull.e_above_hull(str(table.at[i, "formula"]), relaxed[i].energy_per_atom)
-            e_hull[i], products[i] = result.e_above_hull, result.decomposition
-    table["e_above_hull"], table["decomposition"] = e_hull, products
+        table = hull.annotate(table, relaxed=ok)
+    else:
+        table = table.assign(e_above_hull=np.nan, decomposition="not relaxed")
+    e_hull = table["e_above_hull"].to_numpy(dtype=float)
     stable = (e_hull <= max_e_hull) if hull is not None else np.ones(len(table), bool)
     passed = (ok & stable & table["valid"].to_numpy(bool) & table["unique"].to_numpy(bool)
               & table["novel"].fillna(True).to_numpy(bool)
@@ -161,7 +160,7 @@ def screen(designer: Designer, candidates: Candidates, scorer: Scorer, hull: Hul
     table["passed"] = passed
     score = table["score"].to_numpy(dtype=float) if "score" in table else np.zeros(len(table))
     order = np.lexsort((-np.nan_to_num(score, nan=-np.inf), ~passed))
-    ranked = assessed.take(order)
+    ranked = Candidates(assessed.structures, table).take(order)
     ranked.table["rank"] = np.arange(1, len(ranked) + 1)
     logger.info("physics screen: %d of %d candidates relaxed, %d passed (stable within %.2f "
                 "eV/atom, valid, unique, novel, in domain)", int(ok.sum()), len(table),

@@ -84,11 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = {"known_leave_one_out": known, "candidates": {}}
     tables = []
     for path in args.candidates:
-        table = converged(read_results(path))
-        scored = [hull.e_above_hull(f, e) for f, e in
-                  zip(table["formula"], table["energy_per_atom"], strict=True)]
-        table = table.assign(e_above_hull=[r.e_above_hull for r in scored],
-                             decomposition=[r.decomposition for r in scored])
+        table = hull.annotate(converged(read_results(path)))
         s = summary(table["e_above_hull"].to_numpy(float))
         all_rows = len(read_results(path))
         s["stable share of all rows"] = float(

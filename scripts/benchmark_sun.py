@@ -45,9 +45,9 @@ def main() -> None:
     structures = [r.structure for r in relaxed if r.structure is not None]
     after = designer.assess(structures, prefix="relaxed").table
     hull = hull_from_folder(checkpoints_dir() / "oracle-labels", "chgnet")
-    energies = [r.energy_per_atom for r in relaxed if r.structure is not None]
-    e_hull = np.array([hull.e_above_hull(f, e).e_above_hull
-                       for f, e in zip(after["formula"], energies, strict=True)])
+    after["energy_per_atom"] = [r.energy_per_atom for r in relaxed if r.structure is not None]
+    after = hull.annotate(after, relaxed=np.ones(len(after), bool))
+    e_hull = after["e_above_hull"].to_numpy(dtype=float)
     stable = np.nan_to_num(e_hull, nan=np.inf) <= STABLE_E_HULL
     unique = after["unique"].to_numpy(bool)
     novel = after["novel"].fillna(False).to_numpy(bool)
@@ -68,7 +68,7 @@ def main() -> None:
         "seconds": time.perf_counter() - start,
         "hull_references": len(hull),
     }
-    after.assign(e_above_hull=e_hull).to_csv(args.out / "relaxed_samples.csv", index=False)
+    after.to_csv(args.out / "relaxed_samples.csv", index=False)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

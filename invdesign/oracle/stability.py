@@ -97,11 +97,15 @@ class Hull:
         return cls(rows["formula"].tolist(), rows["energy_per_atom"].astype(float).tolist(),
                    ids.tolist())
 
-    def annotate(self, results: pd.DataFrame) -> pd.DataFrame:
-        """An oracle results table with `e_above_hull` (eV/atom) and `decomposition` columns,
-        NaN (and "not relaxed") where the relaxation did not converge (no `K_vrh`)."""
+    def annotate(self, results: pd.DataFrame, relaxed: np.ndarray | None = None
+                 ) -> pd.DataFrame:
+        """A table with `formula` and `energy_per_atom` (e.g. oracle results), with
+        `e_above_hull` (eV/atom) and `decomposition` columns added; NaN (and "not relaxed")
+        outside `relaxed`, by default the rows whose relaxation converged (finite energy and
+        `K_vrh`)."""
         energy = pd.to_numeric(results["energy_per_atom"], errors="coerce")
-        relaxed = energy.notna() & pd.to_numeric(results["K_vrh"], errors="coerce").notna()
+        if relaxed is None:
+            relaxed = energy.notna() & pd.to_numeric(results["K_vrh"], errors="coerce").notna()
         scored = [self.e_above_hull(str(f), float(e)) if ok else HullResult(math.nan,
                                                                           "not relaxed")
                   for f, e, ok in zip(results["formula"], energy, relaxed, strict=True)]
