@@ -110,11 +110,6 @@ MAX_FORCE = 1000.0  # eV/A
 _NOISE = ("logm result may be inaccurate", "Converting a tensor with requires_grad=True")
 
 
-def _check_volume(ratio: float, where: str = "") -> None:
-    if not 1.0 / MAX_VOLUME_RATIO < ratio < MAX_VOLUME_RATIO:
-        raise RelaxationRunawayError(f"relaxation ran away: volume x{ratio:.2f}{where}")
-
-
 class _GuardedCellFilter(FrechetCellFilter):
     """A `FrechetCellFilter` that refuses to evaluate the potential on a cell whose volume has
     left (1/MAX_VOLUME_RATIO, MAX_VOLUME_RATIO) x the starting one. The observer in `_optimise`
@@ -126,12 +121,18 @@ class _GuardedCellFilter(FrechetCellFilter):
         super().__init__(atoms, **kwargs)
         self._volume_in = atoms.get_volume()
 
+    def _refuse_runaway(self) -> None:
+        ratio = self.atoms.get_volume() / self._volume_in
+        if not 1.0 / MAX_VOLUME_RATIO < ratio < MAX_VOLUME_RATIO:
+            raise RelaxationRunawayError(f"relaxation ran away: volume x{ratio:.2f} (before "
+                                         f"evaluating it)")
+
     def get_forces(self, *args, **kwargs):
-        _check_volume(self.atoms.get_volume() / self._volume_in, " (before evaluating it)")
+        self._refuse_runaway()
         return super().get_forces(*args, **kwargs)
 
     def get_potential_energy(self, *args, **kwargs):
-        _check_volume(self.atoms.get_volume() / self._volume_in, " (before evaluating it)")
+        self._refuse_runaway()
         return super().get_potential_energy(*args, **kwargs)
 
 
@@ -139,11 +140,11 @@ def _optimise(target: Atoms | FrechetCellFilter, optimizer: Optimizer, fmax: flo
               steps: int) -> tuple[bool, int]:
     opt = _OPTIMIZERS[optimizer](target, logfile=None)
     atoms = target.atoms if isinstance(target, FrechetCellFilter) else target
-    volume_in = atoms.get_volume()
     started = time.perf_counter()
 
-    def guard() -> None:  # stops a runaway cell before it exhausts memory or time
-        _check_volume(atoms.get_volume() / volume_in, f" after {opt.nsteps} steps")
+    def guard() -> None:
+        """Stop a relaxation whose forces or time run away (a runaway volume was already
+        refused by `_GuardedCellFilter`: ASE computes forces before calling observers)."""
         # the optimiser's own forces: with a cell filter, stress enters them (~2 GPa per eV/A)
         force = float(np.abs(target.get_forces()).max()) if len(atoms) else 0.0
         if not force < MAX_FORCE:
