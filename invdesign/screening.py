@@ -16,7 +16,6 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from invdesign.api import Designer
 from invdesign.design.candidates import Candidates
 from invdesign.design.scoring import Scorer
 from invdesign.oracle.calculators import get_calculator
+from invdesign.oracle.executor import process_pool
 from invdesign.oracle.relax import RelaxationRunawayError, relax
 from invdesign.oracle.stability import STABLE_E_HULL, Hull
 
@@ -81,7 +81,7 @@ def relax_structures(structures: Sequence[Structure], calculator: str = "chgnet"
         results: Iterator[Relaxed] = map(_relax_one, jobs)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = process_pool(workers)
         results = pool.map(_relax_one, jobs)
     try:
         for i, result in zip(todo, results, strict=True):

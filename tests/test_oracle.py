@@ -397,7 +397,7 @@ def test_run_many_survives_a_crashing_worker(tmp_path, monkeypatch, counted):
         def shutdown(self, **kwargs):
             pass
 
-    monkeypatch.setattr(executor_mod, "_new_pool", CrashingPool)
+    monkeypatch.setattr(executor_mod, "process_pool", CrashingPool)
     df = run_many(_items(), tmp_path / "c.csv", calculator="emt", workers=2,
                   progress=False).set_index("id")
     assert df.loc["al", "status"] == "failed: worker crashed"

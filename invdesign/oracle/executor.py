@@ -37,7 +37,7 @@ from rich.progress import (
 from invdesign.oracle.calculators import CalculatorName
 from invdesign.oracle.oracle import CSV_COLUMNS, OracleConfig, OracleResult, run_oracle
 
-__all__ = ["completed_ids", "read_results", "run_many"]
+__all__ = ["completed_ids", "process_pool", "read_results", "run_many"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,14 +162,16 @@ def _sequential(jobs: Iterator[_Job]) -> Iterator[Row]:
         yield _job(job)
 
 
-def _new_pool(workers: int) -> ProcessPoolExecutor:
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for potential calls: spawned (a forked child of a process that already
+    ran torch can hang in OpenMP), one BLAS/torch thread each."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                initializer=_limit_threads)
 
 
 def _pool_round(jobs: Iterator[_Job], workers: int):
     """Yield rows until `jobs` is exhausted; return the jobs in flight if the pool breaks."""
-    pool = _new_pool(workers)
+    pool = process_pool(workers)
     inflight: dict[Future, _Job] = {}
     try:
         while True:
@@ -193,7 +195,7 @@ def _pool_round(jobs: Iterator[_Job], workers: int):
 
 def _isolated(job: _Job) -> Row:
     """Retry one job alone in a fresh process; a second crash becomes a failure row."""
-    pool = _new_pool(1)
+    pool = process_pool(1)
     try:
         return pool.submit(_job, job).result()
     except BrokenProcessPool:
