@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,20 @@ def test_cdvae_full(shared_data: Path, name: str, n_rows: int) -> None:
     ds = load_dataset(shared_data / name)
     assert ds.summary.n_read == n_rows
     assert len(ds) == n_rows - len(ds.summary.skipped)
+
+
+def test_alpha_target_set_is_the_shared_readme_list(shared_data: Path) -> None:
+    """`Reference.listed` marks exactly the crystals whose thermal expansion the README lists."""
+    from invdesign.data.examples import REFERENCES
+
+    text = (shared_data / "README.md").read_text()
+    line = text[text.index("linear thermal expansion"):].split("Bulk moduli")[0]
+    aliases = {"diamond": "C-diamond"}
+    named = {aliases.get(w, w) for w in re.findall(r"([A-Z][A-Za-z0-9]*|diamond) ~?[0-9.]+", line)}
+    listed = {r.name for r in REFERENCES if r.listed}
+    assert listed == named, f"README lists {sorted(named)}, examples mark {sorted(listed)}"
+    for ref in REFERENCES:
+        if ref.listed:
+            value = re.search(rf"{'diamond' if ref.name == 'C-diamond' else ref.name} ~?([0-9.]+)",
+                              line)
+            assert float(value.group(1)) == pytest.approx(ref.thermal_expansion)
