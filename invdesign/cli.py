@@ -30,6 +30,8 @@ app.add_typer(train_app, name="train")
 evaluate_app = typer.Typer(no_args_is_help=True, help="CDVAE-standard generation metrics.")
 app.add_typer(evaluate_app, name="evaluate")
 console = Console(stderr=True)
+# Oracle potentials, as in invdesign.oracle.CalculatorName (not imported here: it pulls in ASE).
+_POTENTIALS = "chgnet, sevenn, sevenn-l3i5, sevenn-mf-0 or emt"
 
 
 @contextmanager
@@ -343,7 +345,7 @@ def generate(
     workers: Annotated[int, typer.Option(help="Oracle worker processes for --relax and "
                                          "--verify.")] = 1,
     calculator: Annotated[str, typer.Option(help="Oracle potential for --relax and --verify: "
-                                            "chgnet, sevenn or emt.")] = "chgnet",
+                                            f"{_POTENTIALS}.")] = "chgnet",
 ) -> None:
     """Find valid, unique, novel crystals that maximise an objective (shipped models)."""
     from invdesign.api import generate as run_generate
@@ -546,7 +548,7 @@ def oracle_command(
                                        "candidates.csv with CIFs or any load_dataset format.")],
     out: Annotated[Path, typer.Option(help="Results CSV (appended to; reruns resume).")],
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
-    calculator: Annotated[str, typer.Option(help="chgnet, sevenn or emt.")] = "chgnet",
+    calculator: Annotated[str, typer.Option(help=f"{_POTENTIALS}.")] = "chgnet",
     ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster.")] = None,
     temperature: Annotated[float, typer.Option(help="T for thermal expansion (K).")] = 300.0,
     max_atoms: Annotated[int | None, typer.Option(help="Skip larger cells.")] = None,

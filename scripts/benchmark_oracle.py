@@ -28,11 +28,12 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
+from invdesign.oracle.calculators import CalculatorName
 from invdesign.oracle.calibration import (
     MIN_PAIRS,
     MODULI,
@@ -469,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-atoms", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--calculator", choices=["chgnet", "sevenn", "emt"], default="chgnet")
+    parser.add_argument("--calculator", choices=get_args(CalculatorName), default="chgnet")
     parser.add_argument("--temperature", type=float, default=300.0)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--supported-only", action="store_true",

@@ -15,14 +15,17 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
+
+from invdesign.oracle.calculators import CalculatorName
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--calculator", default="chgnet", choices=["chgnet", "sevenn", "emt"])
+    parser.add_argument("--calculator", default="chgnet", choices=get_args(CalculatorName))
     parser.add_argument("--elements", default="",
                         help="comma-separated symbols (default: every element the potential "
                              "supports)")

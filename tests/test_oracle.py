@@ -489,3 +489,12 @@ def test_coincident_atoms_are_an_overlap_not_a_calculation():
     twin = Structure(Lattice.cubic(3.6), ["Cu", "Cu"], [[0, 0, 0], [0, 0, 0]])
     res = run_oracle(twin, calculator="emt")
     assert res.status.startswith("failed: atoms overlap (distance 0.00 A")
+
+
+def test_cli_help_names_every_potential() -> None:
+    from typing import get_args
+
+    from invdesign import cli
+    from invdesign.oracle import CalculatorName
+
+    assert set(cli._POTENTIALS.replace(" or ", ", ").split(", ")) == set(get_args(CalculatorName))

@@ -1,7 +1,8 @@
 """ASE calculators chosen by name, built once per process, with no downloads.
 
 `get_calculator("chgnet")` wraps the CHGNet weights bundled in the `chgnet` wheel,
-`get_calculator("sevenn")` the SevenNet-0 weights bundled in the `sevenn` wheel and
+`get_calculator("sevenn")` the SevenNet-0 weights bundled in the `sevenn` wheel,
+`"sevenn-l3i5"` and `"sevenn-mf-0"` (PBE head) two other bundled SevenNet models, and
 `get_calculator("emt")` ASE's effective-medium potential (fast, for tests; only
 Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O). The heavy packages are imported only here, on demand.
 """
@@ -18,8 +19,14 @@ __all__ = ["CalculatorName", "get_calculator", "supported_elements"]
 
 logger = logging.getLogger(__name__)
 
-CalculatorName = Literal["chgnet", "sevenn", "emt"]
+CalculatorName = Literal["chgnet", "sevenn", "sevenn-l3i5", "sevenn-mf-0", "emt"]
 _NAMES: tuple[str, ...] = get_args(CalculatorName)
+# SevenNet models bundled in the sevenn wheel (pretrained_potentials/): name -> constructor kw.
+_SEVENN_MODELS: dict[str, dict[str, str]] = {
+    "sevenn": {"model": "7net-0"},
+    "sevenn-l3i5": {"model": "7net-l3i5"},
+    "sevenn-mf-0": {"model": "7net-mf-0", "modal": "PBE"},  # the PBE fidelity, as MP's DFT
+}
 
 # Highest atomic number each potential was trained on (CHGNet: MPtrj, Z <= 94).
 _CHGNET_MAX_Z = 94
@@ -34,7 +41,8 @@ def get_calculator(name: CalculatorName, **kw: Any) -> Calculator:
     """The ASE calculator called `name`, built once per process and keyword set.
 
     Args:
-        name: "chgnet" (bundled CHGNet weights), "sevenn" (bundled SevenNet-0) or "emt".
+        name: "chgnet" (bundled CHGNet weights), "sevenn" (bundled SevenNet-0),
+            "sevenn-l3i5", "sevenn-mf-0" (other bundled SevenNet models) or "emt".
         **kw: Extra keyword arguments for the calculator's constructor (hashable values),
             e.g. ``model="7net-0"`` for SevenNet. The device is always the CPU unless
             ``device``/``use_device`` is given.
@@ -60,7 +68,7 @@ def _build(name: str, items: tuple[tuple[str, Any], ...]) -> Calculator:
         return EMT(**kw)
     if name == "chgnet":
         return _chgnet(kw)
-    return _sevenn(kw)
+    return _sevenn(_SEVENN_MODELS[name] | kw)
 
 
 def _chgnet(kw: dict[str, Any]) -> Calculator:
@@ -82,7 +90,6 @@ def _sevenn(kw: dict[str, Any]) -> Calculator:
     except ImportError as exc:
         raise ImportError("calculator 'sevenn' needs the sevenn package (pip install sevenn)") \
             from exc
-    kw.setdefault("model", "7net-0")  # bundled in the wheel (pretrained_potentials/)
     kw.setdefault("device", "cpu")
     return SevenNetCalculator(**kw)
 
@@ -108,5 +115,5 @@ def supported_elements(name: CalculatorName) -> frozenset[str]:
         return frozenset(chemical_symbols[1 : _CHGNET_MAX_Z + 1])
     from ase.data import chemical_symbols
 
-    type_map = getattr(get_calculator("sevenn"), "type_map", {})
+    type_map = getattr(get_calculator(name), "type_map", {})
     return frozenset(chemical_symbols[z] for z in type_map)
