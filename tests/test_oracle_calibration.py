@@ -358,3 +358,18 @@ def test_shipped_chgnet_calibration_stiffens_the_soft_shear_modulus():
     out = cal.apply_table({"K_vrh": np.array([90.0]), "G_vrh": np.array([45.0])})
     assert 0.8 * 90 < out["K_vrh"][0] < 1.2 * 90
     assert out["G_vrh"][0] > 45.0
+
+
+def test_every_shipped_calibration_is_named_after_its_potential():
+    """`verify --calculator NAME` finds `oracle-calibration/NAME.json`; it must be NAME's."""
+    from typing import get_args
+
+    from invdesign.oracle import CalculatorName
+    from invdesign.surrogate import checkpoints_dir
+
+    shipped = sorted((checkpoints_dir() / "oracle-calibration").glob("*.json"))
+    assert shipped, "no shipped calibration"
+    for path in shipped:
+        cal = Calibration.load(path)
+        assert path.stem in get_args(CalculatorName) and cal.calculator == path.stem, path
+        assert {f.modulus for f in cal.fits} == {"K_vrh", "G_vrh"}
