@@ -189,12 +189,13 @@ def test_validate_counts_rejected_rows_as_invalid(example_cifs, tmp_path):
     result = invoke("validate", "--data", folder, "--out", out, "--reference", example_cifs)
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert len(table) == 13  # 12 reference crystals + the overlapping one
+    n = len(REFERENCES) + 1  # the reference crystals + the overlapping one
+    assert len(table) == n
     bad = table[table["id"].astype(str).str.contains("overlap")]
     assert len(bad) == 1 and not bool(bad["valid"].iloc[0])
     assert "too close" in bad["reason"].iloc[0]
     rates = json.loads(result.stdout.strip().splitlines()[-1])
-    assert rates["n"] == 13 and rates["struct_valid"] == pytest.approx(12 / 13)
+    assert rates["n"] == n and rates["struct_valid"] == pytest.approx((n - 1) / n)
     assert not table.loc[table["id"] == "NaCl", "novel"].astype(bool).any()  # in the reference
 
 
@@ -210,7 +211,8 @@ def test_evaluate_generation_prints_metrics_json(example_cifs, tmp_path):
                     "--dataset", "mp_20")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    assert metrics["struct_valid"] == pytest.approx(12 / 13)  # the rejected sample counts
+    n = len(REFERENCES) + 1
+    assert metrics["struct_valid"] == pytest.approx((n - 1) / n)  # the rejected sample counts
     assert metrics["cov_r"] == pytest.approx(1.0)
     assert metrics["emd_density"] == pytest.approx(0.0, abs=1e-9)
     bad = invoke("evaluate", "generation", "--samples", folder, "--reference", example_cifs,
