@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from invdesign.api import Designer, generate
 from invdesign.data import load_dataset
-from invdesign.oracle import run_many
+from invdesign.oracle import CalculatorName, run_many
 from invdesign.oracle.calibration import Calibration, agreement, calibrated_results
 from invdesign.oracle.stability import STABLE_E_HULL, hull_from_folder
 from invdesign.properties import Objective, derive_all
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", type=int, default=20, help="ranked rows to verify")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--calculator", default="chgnet", choices=get_args(CalculatorName),
+                        help="oracle potential (its shipped calibration and hull are used)")
     parser.add_argument("--model", default="mp-binary", help="generator (training labels)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -57,11 +60,17 @@ def main() -> None:
     top = table.head(args.top)
     dataset = load_dataset(folder / "candidates.csv")
     structures = {r.id: r.structure for r in dataset}
+    # earlier runs wrote CHGNet's results to oracle.csv; keep resuming them
+    name = "oracle.csv" if args.calculator == "chgnet" else f"oracle-{args.calculator}.csv"
     results = run_many([(i, structures[i]) for i in top["id"] if i in structures],
-                       args.out / "oracle.csv", workers=args.workers, progress=False)
-    shipped = checkpoints_dir() / "oracle-calibration" / "chgnet.json"
-    oracle = hull_from_folder(checkpoints_dir() / "oracle-labels", "chgnet").annotate(
-        calibrated_results(results, Calibration.load(shipped)))
+                       args.out / name, calculator=args.calculator, workers=args.workers,
+                       progress=False)
+    shipped = checkpoints_dir() / "oracle-calibration" / f"{args.calculator}.json"
+    hull = hull_from_folder(checkpoints_dir() / "oracle-labels", args.calculator)
+    if hull is None:
+        raise SystemExit(f"no shipped hull references for {args.calculator} under "
+                         f"{checkpoints_dir() / 'oracle-labels'}")
+    oracle = hull.annotate(calibrated_results(results, Calibration.load(shipped)))
     columns = ["status", "relax_rmsd", "K_vrh_calibrated", "G_vrh_calibrated", "e_above_hull",
                "decomposition"]
     # a screened run (`generate --relax`) has its own relax_rmsd: the oracle's wins here

@@ -97,3 +97,27 @@ def test_shipped_chgnet_hull_orders_known_polymorphs():
     assert hull.e_above_hull("TiN", energy["mp-492"], exclude="mp-492").e_above_hull < 0
     assert abs(hull.e_above_hull("TiO2", energy["mp-2657"], exclude="mp-2657")
                .e_above_hull) < 0.05
+
+
+def test_every_shipped_hull_is_complete_and_named_after_its_potential():
+    """Each `elements-<potential>.csv` comes with its `mp-binary-<potential>.csv`, and the hull
+    they make puts every elemental reference on the hull."""
+    from typing import get_args
+
+    import pandas as pd
+
+    from invdesign.oracle import CalculatorName
+    from invdesign.oracle.stability import hull_from_folder
+    from invdesign.surrogate import checkpoints_dir
+
+    folder = checkpoints_dir() / "oracle-labels"
+    for elements in sorted(folder.glob("elements-*.csv")):
+        name = elements.stem.removeprefix("elements-")
+        assert name in get_args(CalculatorName), elements
+        hull = hull_from_folder(folder, name)
+        assert hull is not None, f"{elements} has no mp-binary-{name}.csv beside it"
+        refs = pd.read_csv(elements)
+        assert len(refs) >= 80 and set(refs["calculator"]) == {name}
+        for formula, energy in zip(refs["formula"][:20], refs["energy_per_atom"][:20],
+                                   strict=True):
+            assert hull.e_above_hull(formula, energy).e_above_hull == pytest.approx(0, abs=1e-6)
