@@ -91,7 +91,7 @@ def test_generate_relax_screens_and_keeps_its_relaxations(models, tmp_path):
     _, vae, surrogate = models
     out = tmp_path / "gen"
     result = invoke("generate", "--model", vae, "--surrogate", surrogate, "--objective",
-                    "E * alpha", "-n", "3", "--budget", "120", "--relax", "--calculator",
+                    "E * alpha", "-n", "3", "--budget", "120", "--relax", "--relax-calculator",
                     "emt", "--out", out)
     assert result.exit_code == 0, result.output
     assert "noconvexhullshipsforemt" in squeezed(result.output)

@@ -495,6 +495,34 @@ def test_cli_help_names_every_potential() -> None:
     from typing import get_args
 
     from invdesign import cli
-    from invdesign.oracle import CalculatorName
+    from invdesign.oracle import DEFAULT_CALCULATOR, CalculatorName
 
     assert set(cli._POTENTIALS.replace(" or ", ", ").split(", ")) == set(get_args(CalculatorName))
+    assert cli._DEFAULT_POTENTIAL == DEFAULT_CALCULATOR and cli._SCREEN_POTENTIAL in \
+        get_args(CalculatorName)
+
+
+def test_a_results_file_never_mixes_two_potentials(tmp_path):
+    """Each row records its potential; resuming a file with another one is refused before
+    anything runs, and a file from before the column existed is upgraded, not refused."""
+    out = tmp_path / "r.csv"
+    table = run_many(_items()[:1], out, calculator="emt", progress=False)
+    assert table["calculator"].tolist() == ["emt"]
+    with pytest.raises(ValueError, match="holds results of emt; this run uses sevenn"):
+        run_many(_items(), out, calculator="sevenn", progress=False)
+    old = tmp_path / "old.csv"
+    header, row = out.read_text().splitlines()[:2]
+    old.write_text(header.removesuffix(",calculator") + "\n" + row.removesuffix(",emt") + "\n")
+    assert completed_ids(old, "sevenn") == {table["id"].iloc[0]}
+    assert read_results(old)["calculator"].tolist() == [""]
+
+
+def test_default_potential_gets_aluminium_bulk_modulus():
+    """The default oracle potential (SevenNet-l3i5, bundled weights) loads offline and puts
+    fcc Al near its experimental K of 76 GPa (relaxation and moduli only: a few seconds)."""
+    from invdesign.oracle import DEFAULT_CALCULATOR, OracleConfig
+
+    res = run_oracle(to_structure(bulk("Al", "fcc", a=4.05)),
+                     config=OracleConfig(thermal=False))
+    assert res.ok and res.calculator == DEFAULT_CALCULATOR, res.status
+    assert res.K_vrh == pytest.approx(76.0, rel=0.15) and res.G_vrh > 0

@@ -2,13 +2,19 @@
 
 `run_oracle` verifies one structure (never raising for a bad one), `run_many` runs a batch in a
 local process pool or on Ray, streaming rows to a resumable CSV. Potentials are chosen by name
-("chgnet", "sevenn", "emt") and imported only when first used. `Calibration` maps oracle
+("sevenn-l3i5", the default, "chgnet", "sevenn", "sevenn-mf-0", "emt") and imported only when
+first used. `Calibration` maps oracle
 moduli to DFT-like values by a log-log linear fit learned on one split and applied to others.
 """
 
 from __future__ import annotations
 
-from invdesign.oracle.calculators import CalculatorName, get_calculator, supported_elements
+from invdesign.oracle.calculators import (
+    DEFAULT_CALCULATOR,
+    CalculatorName,
+    get_calculator,
+    supported_elements,
+)
 from invdesign.oracle.calibration import Calibration, LogLinearFit, agreement
 from invdesign.oracle.elastic import ElasticResult, elastic_tensor, vrh_moduli
 from invdesign.oracle.executor import completed_ids, read_results, run_many
@@ -32,6 +38,7 @@ from invdesign.oracle.thermal import (
 
 __all__ = [
     "CSV_COLUMNS",
+    "DEFAULT_CALCULATOR",
     "LABEL_PROPERTIES",
     "BirchMurnaghan",
     "CalculatorName",

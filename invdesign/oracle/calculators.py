@@ -15,12 +15,15 @@ from typing import Any, Literal, get_args
 
 from ase.calculators.calculator import Calculator
 
-__all__ = ["CalculatorName", "get_calculator", "supported_elements"]
+__all__ = ["DEFAULT_CALCULATOR", "CalculatorName", "get_calculator", "supported_elements"]
 
 logger = logging.getLogger(__name__)
 
 CalculatorName = Literal["chgnet", "sevenn", "sevenn-l3i5", "sevenn-mf-0", "emt"]
 _NAMES: tuple[str, ...] = get_args(CalculatorName)
+# The oracle's default: the potential that agrees best with DFT moduli and experimental thermal
+# expansion on the developers' data (BENCHMARKS.md, session 10; CHGNet is 2-2.6x faster).
+DEFAULT_CALCULATOR: CalculatorName = "sevenn-l3i5"
 # SevenNet models bundled in the sevenn wheel (pretrained_potentials/): name -> constructor kw.
 _SEVENN_MODELS: dict[str, dict[str, str]] = {
     "sevenn": {"model": "7net-0"},

@@ -34,7 +34,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from invdesign.oracle.calculators import CalculatorName
+from invdesign.oracle.calculators import DEFAULT_CALCULATOR, CalculatorName
 from invdesign.oracle.oracle import CSV_COLUMNS, OracleConfig, OracleResult, run_oracle
 
 __all__ = ["completed_ids", "process_pool", "read_results", "run_many"]
@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 _CIF = "_relaxed_cif"  # row key of the relaxed structure (not a CSV column)
-_NUMERIC = [c for c in CSV_COLUMNS if c not in ("id", "formula", "status", "mechanically_stable")]
+_TEXT = ("id", "formula", "status", "mechanically_stable", "calculator")
+_NUMERIC = [c for c in CSV_COLUMNS if c not in _TEXT]
 
 
 class _Job(NamedTuple):
@@ -82,15 +83,22 @@ def _ray_job(job: _Job) -> Row:
 
 def _crashed(job: _Job, why: str) -> Row:
     formula = job.structure.composition.reduced_formula if len(job.structure) else ""
-    return OracleResult(id=job.id, formula=formula, status=f"failed: {why}").to_row()
+    return OracleResult(id=job.id, formula=formula, status=f"failed: {why}",
+                        method={"calculator": job.calculator}).to_row()
 
 
-def completed_ids(out_csv: str | Path) -> set[str]:
+def completed_ids(out_csv: str | Path, calculator: str | None = None) -> set[str]:
     """Ids already in a results CSV; repairs a last row cut off by a killed run and upgrades
     a file written by an older version (its header a prefix of `CSV_COLUMNS`) in place.
 
+    Args:
+        out_csv: The results file.
+        calculator: The potential about to append to it; rows of another potential are an
+            error (rows of older files, which did not record it, are not checked).
+
     Raises:
-        ValueError: The file exists but its header is not `CSV_COLUMNS`.
+        ValueError: The file exists but its header is not `CSV_COLUMNS`, or it holds results
+            of another potential than `calculator`.
     """
     path = Path(out_csv)
     if not path.exists() or path.stat().st_size == 0:
@@ -111,6 +119,12 @@ def completed_ids(out_csv: str | Path) -> set[str]:
     elif header != CSV_COLUMNS:
         raise ValueError(f"{path}: not an oracle results file (columns {', '.join(rows[0])}; "
                          f"expected {', '.join(CSV_COLUMNS)}); choose another output file")
+    column = rows[0].index("calculator") if "calculator" in rows[0] else None
+    if calculator is not None and column is not None:
+        others = {row[column] for row in rows[1:] if len(row) > column} - {"", calculator}
+        if others:
+            raise ValueError(f"{path} holds results of {', '.join(sorted(others))}; this run "
+                             f"uses {calculator}: choose another output file (or calculator)")
     return {row[0] for row in rows[1:] if row}
 
 
@@ -128,12 +142,12 @@ def _upgrade(path: Path, rows: list[list[str]]) -> None:
 
 def read_results(out_csv: str | Path) -> pd.DataFrame:
     """A results CSV as a DataFrame (ids as strings, NaN for missing numbers, and for the
-    columns an older file lacks)."""
-    df = pd.read_csv(out_csv, dtype={"id": str, "formula": str, "status": str},
+    columns an older file lacks; "" for the potential of rows that did not record it)."""
+    df = pd.read_csv(out_csv, dtype=dict.fromkeys(("id", "formula", "status", "calculator"), str),
                      keep_default_na=False, na_values={c: ["", "nan"] for c in _NUMERIC})
     for column in CSV_COLUMNS:
         if column not in df.columns:
-            df[column] = np.nan
+            df[column] = "" if column == "calculator" else np.nan
     stable = {"True": True, "False": False}
     df["mechanically_stable"] = df["mechanically_stable"].astype(str).map(stable)
     return df
@@ -261,7 +275,7 @@ def _progress(enabled: bool) -> Progress:
 
 
 def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
-             calculator: CalculatorName = "chgnet", workers: int = 1,
+             calculator: CalculatorName = DEFAULT_CALCULATOR, workers: int = 1,
              temperature: float = 300.0, steps: int = 200, config: OracleConfig | None = None,
              ray_address: str | None = None, progress: bool = True,
              structures_dir: str | Path | None = None) -> pd.DataFrame:
@@ -285,7 +299,8 @@ def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
         The whole results file as a DataFrame (earlier runs included).
 
     Raises:
-        ValueError: Bad arguments or an `out_csv` that is not a results file.
+        ValueError: Bad arguments, or an `out_csv` that is not a results file or holds
+            results of another potential.
         ImportError: `ray_address` given but ray not installed, or the calculator's package.
     """
     if calculator not in get_args(CalculatorName):
@@ -294,7 +309,7 @@ def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out_csv = Path(out_csv)
-    done = completed_ids(out_csv)
+    done = completed_ids(out_csv, calculator)
     jobs = _pending(items, done, lambda i, s: _Job(i, s, calculator, temperature, steps, config))
     total = (sum(str(i) not in done for i, _ in items) if isinstance(items, Sequence)
              else None)

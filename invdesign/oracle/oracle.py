@@ -20,7 +20,12 @@ from ase import Atoms
 from pymatgen.core import Element, Structure
 
 from invdesign.data.validate import closest_contact
-from invdesign.oracle.calculators import CalculatorName, get_calculator, supported_elements
+from invdesign.oracle.calculators import (
+    DEFAULT_CALCULATOR,
+    CalculatorName,
+    get_calculator,
+    supported_elements,
+)
 from invdesign.oracle.elastic import DEFAULT_STRAINS, elastic_tensor
 from invdesign.oracle.relax import Optimizer, RelaxationRunawayError, relax, to_structure
 from invdesign.oracle.thermal import GruneisenModel, thermal_expansion
@@ -33,11 +38,12 @@ logger = logging.getLogger(__name__)
 CSV_COLUMNS: tuple[str, ...] = (
     "id", "formula", "K_vrh", "G_vrh", "E", "alpha_300K", "debye_temperature", "gruneisen",
     "relax_rmsd", "energy_per_atom", "mechanically_stable", "status", "seconds",
-    "n_atoms", "mass_amu", "poisson", "eos_V0", "eos_B0", "eos_B1",
+    "n_atoms", "mass_amu", "poisson", "eos_V0", "eos_B0", "eos_B1", "calculator",
 )
-# The last six columns (added 2026-11-30) let the thermal expansion be recomputed from the
-# fitted EOS for another Poisson ratio (`calibration.calibrated_results`); results files
-# written before them are upgraded in place on resume (`executor.completed_ids`).
+# "n_atoms" .. "eos_B1" (added 2026-11-30) let the thermal expansion be recomputed from the
+# fitted EOS for another Poisson ratio (`calibration.calibrated_results`); "calculator"
+# (2026-12-01) names the potential, so that one file never mixes two. Results files written
+# before them are upgraded in place on resume (`executor.completed_ids`).
 # Label-table columns a surrogate can learn (`invdesign train surrogate --labels`), and the
 # property each becomes. K and G are not among them: the training data has DFT values.
 LABEL_PROPERTIES: dict[str, str] = {"alpha_300K": "thermal_expansion_oracle"}
@@ -148,6 +154,11 @@ class OracleResult:
         """True when every stage succeeded."""
         return self.status == "ok"
 
+    @property
+    def calculator(self) -> str:
+        """The potential's name, from `method` ("" when unknown)."""
+        return str(self.method.get("calculator", ""))
+
     def to_row(self) -> dict[str, Any]:
         """The CSV row (`CSV_COLUMNS`)."""
         return {name: getattr(self, name) for name in CSV_COLUMNS}
@@ -233,7 +244,7 @@ def _describe(exc: Exception) -> str:
 
 
 def run_oracle(structure: Structure | Atoms, *, structure_id: str = "",
-               calculator: CalculatorName = "chgnet", temperature: float = 300.0,
+               calculator: CalculatorName = DEFAULT_CALCULATOR, temperature: float = 300.0,
                steps: int = 200, config: OracleConfig | None = None) -> OracleResult:
     """Relax a structure and compute its elastic moduli and thermal expansion.
 
