@@ -507,8 +507,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  "steps": args.steps, "reference_cell": args.reference_cell})
 
     if args.labels is not None:
+        args.labels_path = args.labels
         labels = pd.read_csv(args.labels)  # a snapshot: a running `label` may append to it
         args.labels = labels.dropna(subset=["status"]).drop_duplicates("id", keep="last")
+        others = set(args.labels.get("calculator", pd.Series(dtype=str)).dropna()) - {
+            args.calculator}
+        if others:
+            raise SystemExit(f"{args.labels_path}: results of {', '.join(sorted(others))}, "
+                             f"not {args.calculator}: pass --calculator")
     sample = _sample(args)
     if args.labels is not None:
         args.labels[args.labels["id"].isin(sample["id"])].to_csv(args.out / MP_CSV, index=False)
