@@ -41,6 +41,7 @@ from invdesign.oracle.calibration import (
     agreement,
     calibrated_results,
     positive_pairs,
+    usable_moduli,
 )
 
 CALIBRATION, HELD_OUT = "calibration", "held-out"
@@ -130,16 +131,6 @@ def timing_table(n_atoms: Sequence[int], seconds: Sequence[float], ok: Sequence[
                      "n_ok": len(good),
                      "median_s_ok": float(good.median()) if len(good) else float("nan")})
     return pd.DataFrame(rows, columns=["atoms", "n", "median_s", "n_ok", "median_s_ok"])
-
-
-def usable_moduli(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose oracle K and G are finite and positive from a Born-stable elastic tensor."""
-    stable = frame["mechanically_stable"].map(lambda v: v is True or v == 1.0)
-    positive = np.ones(len(frame), bool)
-    for m in MODULI:
-        v = pd.to_numeric(frame[m], errors="coerce").to_numpy(float)
-        positive &= np.isfinite(v) & (v > 0)
-    return stable.astype(bool) & positive
 
 
 def ship_calibration(frame: pd.DataFrame, path: Path, *, calculator: str, source: str) -> None:
@@ -507,14 +498,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  "steps": args.steps, "reference_cell": args.reference_cell})
 
     if args.labels is not None:
-        args.labels_path = args.labels
         labels = pd.read_csv(args.labels)  # a snapshot: a running `label` may append to it
-        args.labels = labels.dropna(subset=["status"]).drop_duplicates("id", keep="last")
-        others = set(args.labels.get("calculator", pd.Series(dtype=str)).dropna()) - {
-            args.calculator}
+        others = set(labels.get("calculator", pd.Series(dtype=str)).dropna()) - {args.calculator}
         if others:
-            raise SystemExit(f"{args.labels_path}: results of {', '.join(sorted(others))}, "
+            raise SystemExit(f"{args.labels}: results of {', '.join(sorted(others))}, "
                              f"not {args.calculator}: pass --calculator")
+        args.labels = labels.dropna(subset=["status"]).drop_duplicates("id", keep="last")
     sample = _sample(args)
     if args.labels is not None:
         args.labels[args.labels["id"].isin(sample["id"])].to_csv(args.out / MP_CSV, index=False)

@@ -15,13 +15,7 @@ import argparse
 
 import pandas as pd
 
-from invdesign.oracle.calibration import MODULI, Calibration, agreement
-
-
-def usable(frame: pd.DataFrame) -> pd.Series:
-    """Rows with a Born-stable tensor and positive K and G."""
-    stable = frame["mechanically_stable"].map(lambda v: v is True or v in (1.0, "True"))
-    return stable.astype(bool) & (frame["K_vrh"] > 0) & (frame["G_vrh"] > 0)
+from invdesign.oracle.calibration import MODULI, Calibration, agreement, usable_moduli
 
 
 def scores(frame: pd.DataFrame, unbiased: bool) -> dict[str, float]:
@@ -52,7 +46,7 @@ def main() -> None:
     labels = pd.read_csv(args.labels).drop_duplicates("id", keep="last").set_index("id")
     other = run[["id", "part", "K_dft", "G_dft"]].join(
         labels[["K_vrh", "G_vrh", "mechanically_stable"]], on="id")
-    both = usable(run) & usable(other)
+    both = usable_moduli(run) & usable_moduli(other)
     print(f"{len(run)} crystals in the run, {int(other['K_vrh'].notna().sum())} in the label "
           f"table, {int(both.sum())} usable in both\n")
     rows = []

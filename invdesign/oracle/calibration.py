@@ -44,6 +44,7 @@ __all__ = [
     "agreement",
     "calibrated_results",
     "positive_pairs",
+    "usable_moduli",
 ]
 
 MIN_PAIRS = 5  # fewest (oracle, DFT) pairs a fit accepts
@@ -67,6 +68,17 @@ def positive_pairs(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"need equally many values, got {len(x)} and {len(y)}")
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     return x[keep], y[keep]
+
+
+def usable_moduli(frame: pd.DataFrame) -> pd.Series:
+    """Rows of an oracle results table whose K and G are finite and positive from a
+    Born-stable elastic tensor (`mechanically_stable` True, 1.0 or "True")."""
+    stable = frame["mechanically_stable"].map(lambda v: v is True or v == 1.0 or v == "True")
+    positive = np.ones(len(frame), bool)
+    for m in MODULI:
+        v = pd.to_numeric(frame[m], errors="coerce").to_numpy(float)
+        positive &= np.isfinite(v) & (v > 0)
+    return stable.astype(bool) & positive
 
 
 def agreement(predicted: ArrayLike, reference: ArrayLike) -> dict[str, float]:
