@@ -117,6 +117,44 @@ def test_elastic_cu_cubic_stable_and_matches_eos(cu_relaxed):
     assert 40 < res.G_vrh < 70
 
 
+def _rotated(atoms, degrees: float):
+    """Copy of `atoms` rigidly rotated about a generic axis (cell and positions)."""
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_rotvec(np.radians(degrees) * np.array([1.0, 2.0, 3.0]) / np.sqrt(14))
+    out = atoms.copy()
+    out.set_cell(np.asarray(atoms.cell) @ rot.as_matrix().T, scale_atoms=True)
+    return out
+
+
+@pytest.mark.parametrize(("name", "expected_components"), [
+    ("fcc", (0, 3)),  # cubic: xx gives yy, zz; yz gives xz, xy
+    ("hcp", (0, 2, 3)),  # hexagonal: xx gives yy and xy; yz gives xz
+    ("orthorhombic", (0, 1, 2, 3, 4, 5)),  # mmm relates no two components
+])
+def test_symmetry_reduced_elastic_tensor_equals_the_full_one(name, expected_components):
+    """Straining only the components the point group does not determine gives the tensor of
+    all six, also for a crystal rotated away from the Cartesian axes (then no component is
+    saved, the rotated group mixing them all) and for a cell off its symmetry by 1e-5 A."""
+    atoms = {"fcc": bulk("Cu", "fcc", a=3.6), "hcp": bulk("Cu", "hcp", a=2.55, c=4.17),
+             "orthorhombic": bulk("Cu", "bcc", a=2.9, orthorhombic=True)}[name]
+    relaxed = relax(atoms, EMT, fmax=0.01).atoms
+    if name == "orthorhombic":  # stretched off cubic (the tensor of a stressed cell will do)
+        relaxed.set_cell(np.asarray(relaxed.cell) * [1.0, 1.05, 0.97], scale_atoms=True)
+    full = elastic_tensor(relaxed, EMT, symmetry=False)
+    reduced = elastic_tensor(relaxed, EMT)
+    assert full.components == (0, 1, 2, 3, 4, 5)
+    assert reduced.components == expected_components
+    assert reduced.calls == 1 + 4 * len(expected_components)
+    np.testing.assert_allclose(reduced.tensor, full.tensor, atol=0.5)  # GPa, of ~100
+    noisy = relaxed.copy()
+    noisy.positions += np.random.default_rng(0).normal(0.0, 1e-5, noisy.positions.shape)
+    assert elastic_tensor(noisy, EMT).components == expected_components
+    turned = elastic_tensor(_rotated(relaxed, 17.0), EMT)
+    assert turned.K_vrh == pytest.approx(full.K_vrh, rel=2e-3)
+    assert turned.G_vrh == pytest.approx(full.G_vrh, rel=2e-3)
+
+
 def test_bcc_cu_is_mechanically_unstable_under_emt():
     bcc = Structure(Lattice.cubic(2.87), ["Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     res = run_oracle(bcc, calculator="emt")

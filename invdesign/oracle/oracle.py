@@ -60,6 +60,7 @@ class OracleConfig:
         optimizer: ASE optimiser for the relaxation ("BFGS" or "FIRE").
         ionic_fmax: Force tolerance of ionic relaxations in strained/scaled cells, eV/A.
         strains: Strain magnitudes per Voigt component for the elastic tensor.
+        symmetry: Strain only the Voigt components the point group does not determine.
         volume_range: Largest relative volume change of the E(V) curve.
         n_volumes: Volumes on the E(V) curve.
         gruneisen: Volume dependence of the Debye temperature, "poisson" or "slater"
@@ -77,6 +78,7 @@ class OracleConfig:
     optimizer: Optimizer = "BFGS"
     ionic_fmax: float = 0.01
     strains: tuple[float, ...] = DEFAULT_STRAINS
+    symmetry: bool = True
     volume_range: float = 0.10
     n_volumes: int = 11
     gruneisen: GruneisenModel = "poisson"
@@ -211,10 +213,11 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
         return "failed: no convergence (relaxation diverged: cell expanded)"
     t = time.perf_counter()
     el = elastic_tensor(rel.atoms, calc, strains=cfg.strains, relax_ions_fmax=cfg.ionic_fmax,
-                        relax_steps=steps)
+                        relax_steps=steps, symmetry=cfg.symmetry)
     out.update(K_vrh=el.K_vrh, G_vrh=el.G_vrh, E=float(youngs_modulus(el.K_vrh, el.G_vrh)),
                mechanically_stable=el.mechanically_stable)
     det.update(elastic_tensor=np.round(el.tensor, 3).tolist(), elastic_steps=el.steps,
+               elastic_components=list(el.components),
                elastic_residual=el.max_residual, t_elastic=time.perf_counter() - t)
     if not el.mechanically_stable:
         return f"failed: mechanically unstable (lowest eigenvalue {el.eigenvalues[0]:.3g} GPa)"

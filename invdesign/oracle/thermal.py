@@ -178,6 +178,10 @@ def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float =
                         steps: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
     """Relaxed-ion energies on isotropically scaled copies of a relaxed cell.
 
+    Volumes are done outwards from the relaxed one, each starting from ionic positions
+    extrapolated from its two inner neighbours, which saves ionic steps where atoms have free
+    coordinates.
+
     Args:
         atoms: Relaxed structure (not modified).
         calc: ASE calculator.
@@ -190,14 +194,21 @@ def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float =
         (volumes in A^3, energies in eV per cell, total ionic steps).
     """
     cell0 = np.asarray(atoms.cell)
-    volumes, energies, total = [], [], 0
-    for s in np.linspace(-volume_range, volume_range, n_volumes):
+    scales = np.linspace(-volume_range, volume_range, n_volumes)
+    volumes, energies = np.zeros(n_volumes), np.zeros(n_volumes)
+    relaxed: dict[int, np.ndarray] = {}  # index -> relaxed fractional positions
+    total = 0
+    for i in np.argsort(np.abs(scales), kind="stable"):  # outwards from the relaxed volume
         scaled = atoms.copy()
-        scaled.set_cell(cell0 * (1.0 + s) ** (1.0 / 3.0), scale_atoms=True)
+        scaled.set_cell(cell0 * (1.0 + scales[i]) ** (1.0 / 3.0), scale_atoms=True)
+        inward = i - 1 if scales[i] > 0 else i + 1  # the neighbour nearer the relaxed volume
+        if inward in relaxed:  # warm start: extrapolate the ionic positions along the curve
+            before = relaxed.get(2 * inward - i, relaxed[inward])
+            scaled.set_scaled_positions(2 * relaxed[inward] - before)
         total += relax_ions(scaled, calc, fmax=fmax, steps=steps)[1]
-        volumes.append(scaled.get_volume())
-        energies.append(scaled.get_potential_energy())
-    return np.asarray(volumes), np.asarray(energies), total
+        relaxed[i] = scaled.get_scaled_positions(wrap=False)
+        volumes[i], energies[i] = scaled.get_volume(), scaled.get_potential_energy()
+    return volumes, energies, total
 
 
 def _equilibrium_volume(free_energy, v_lo: float, v_hi: float) -> float:
