@@ -35,6 +35,7 @@ from invdesign.oracle import (
 )
 from invdesign.oracle import executor as executor_mod
 from invdesign.oracle import oracle as oracle_mod
+from invdesign.oracle.elastic import DEFAULT_STRAINS
 from invdesign.oracle.relax import frac_rmsd, median_relaxation_rmsd, to_structure
 from invdesign.properties.derived import debye_heat_capacity
 
@@ -145,14 +146,14 @@ def test_symmetry_reduced_elastic_tensor_equals_the_full_one(name, expected_comp
     reduced = elastic_tensor(relaxed, EMT)
     assert full.components == (0, 1, 2, 3, 4, 5)
     assert reduced.components == expected_components
-    assert reduced.calls == 1 + 4 * len(expected_components)
+    assert reduced.calls == 1 + len(DEFAULT_STRAINS) * len(expected_components)
     np.testing.assert_allclose(reduced.tensor, full.tensor, atol=0.5)  # GPa, of ~100
     noisy = relaxed.copy()
     noisy.positions += np.random.default_rng(0).normal(0.0, 1e-5, noisy.positions.shape)
     assert elastic_tensor(noisy, EMT).components == expected_components
     turned = elastic_tensor(_rotated(relaxed, 17.0), EMT)
-    assert turned.K_vrh == pytest.approx(full.K_vrh, rel=2e-3)
-    assert turned.G_vrh == pytest.approx(full.G_vrh, rel=2e-3)
+    assert turned.K_vrh == pytest.approx(full.K_vrh, rel=5e-3)  # the stressed cell: not exact
+    assert turned.G_vrh == pytest.approx(full.G_vrh, rel=5e-3)
 
 
 def test_bcc_cu_is_mechanically_unstable_under_emt():

@@ -39,6 +39,7 @@ from invdesign.oracle.relax import relax_ions
 from invdesign.properties.derived import debye_temperature, gruneisen_from_poisson
 
 __all__ = [
+    "DEFAULT_N_VOLUMES",
     "BirchMurnaghan",
     "DebyeGruneisen",
     "GruneisenModel",
@@ -58,6 +59,7 @@ _AMU_G = 1.66053906660e-24  # g per atomic mass unit
 _A3_CM3 = 1e-24  # cm^3 per A^3
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
 _X_MAX = 60.0  # theta/T above which the Debye integral has converged to pi^4/15
+DEFAULT_N_VOLUMES = 7  # on +-10 % (see OracleConfig for why not more)
 _MAX_EOS_RMS = 0.005  # eV/atom: worse fits are flagged
 _B1_RANGE = (1.0, 15.0)  # plausible B' (pressure derivative of B), checked for "slater"
 
@@ -174,7 +176,7 @@ def agl_debye_temperature(bulk_modulus: np.ndarray | float, volume: np.ndarray |
 
 
 def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.10,
-                        n_volumes: int = 11, fmax: float = 0.01,
+                        n_volumes: int = DEFAULT_N_VOLUMES, fmax: float = 0.01,
                         steps: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
     """Relaxed-ion energies on isotropically scaled copies of a relaxed cell.
 
@@ -358,7 +360,7 @@ def debye_gruneisen(eos: BirchMurnaghan, *, n_atoms: int, mass_amu: float, poiss
 
 def thermal_expansion(atoms: Atoms, calc: Calculator, *, poisson: float = 0.25,
                       temperature: float = 300.0, volume_range: float = 0.10,
-                      n_volumes: int = 11, fmax: float = 0.01, steps: int = 100,
+                      n_volumes: int = DEFAULT_N_VOLUMES, fmax: float = 0.01, steps: int = 100,
                       gruneisen: GruneisenModel = "poisson") -> ThermalResult:
     """Linear thermal expansion, Debye temperature and Grueneisen parameter of a relaxed cell.
 
