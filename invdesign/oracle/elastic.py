@@ -17,6 +17,7 @@ also makes it exactly invariant under the point group.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ from ase.units import GPa
 
 from invdesign.oracle.relax import relax_ions
 
-__all__ = ["ElasticResult", "elastic_tensor", "point_group_rotations", "strain_matrix",
-           "vrh_moduli"]
+__all__ = ["SYMMETRY_CHECK", "ElasticResult", "elastic_tensor", "independent_components",
+           "point_group_rotations", "strain_matrix", "vrh_moduli"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_STRAINS: tuple[float, ...] = (-0.01, 0.01)
 # Voigt index -> Cartesian pair (ASE stress order xx yy zz yz xz xy).
 _VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+# A generic strain direction (no symmetry maps it onto itself) that checks a symmetry-built
+# tensor, and the relative stress mismatch allowed (noise of ionic relaxation, non-linearity).
+_CHECK_STRAIN = np.array([[1.0, 0.5, -0.2], [0.5, -0.6, 0.3], [-0.2, 0.3, 0.4]])
+SYMMETRY_CHECK = 0.1
 # Rotations found within a symmetry tolerance are orthogonal to ~1e-4 in a relaxed cell, so a
 # rotated unit strain has spurious components of that order: smaller ones do not count.
 _RANK_TOL = 1e-2
@@ -57,6 +62,8 @@ class ElasticResult:
         calls: Number of strained cells evaluated.
         steps: Ionic relaxation steps summed over strained cells.
         components: Voigt components (0..5) actually strained; the rest follow by symmetry.
+        symmetry_mismatch: Relative stress error of the symmetry-built tensor on the check
+            strain (NaN when every component was strained from the start).
     """
 
     tensor: np.ndarray
@@ -68,6 +75,7 @@ class ElasticResult:
     calls: int
     steps: int
     components: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    symmetry_mismatch: float = math.nan
 
 
 def strain_matrix(index: int, magnitude: float) -> np.ndarray:
@@ -158,11 +166,32 @@ def _stress_gpa(atoms: Atoms, calc: Calculator, fmax: float, steps: int,
     return np.asarray(atoms.get_stress(voigt=True), float) / GPa, n
 
 
+def independent_components(rotations: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """Voigt components whose strains, with their images under `rotations`, span every strain
+    (in order 0..5, each kept only if the earlier ones and their images do not give it)."""
+    span = np.zeros((0, 6))
+    components = []
+    for j in range(6):
+        unit = _voigt_strain(strain_matrix(j, 1.0))
+        if np.linalg.matrix_rank(np.vstack([span, unit]), tol=_RANK_TOL) == len(span):
+            continue
+        components.append(j)
+        rotated = [_voigt_strain(r @ strain_matrix(j, 1.0) @ r.T) for r in rotations]
+        span = _basis(np.vstack([span, *rotated]))
+    return tuple(components)
+
+
 def elastic_tensor(atoms: Atoms, calc: Calculator, *, strains: Sequence[float] = DEFAULT_STRAINS,
                    relax_ions_fmax: float = 0.01, relax_steps: int = 100,
                    relax: bool = True, symmetry: bool = True,
                    symprec: float = 0.01) -> ElasticResult:
     """Relaxed-ion elastic tensor of a (relaxed) structure by finite strains.
+
+    With `symmetry`, two more cells, strained along a generic direction, check the tensor
+    built from symmetry: if its stress is off the prediction by more than `SYMMETRY_CHECK`
+    (relative, plus 0.05 GPa), the crystal's response does not have the symmetry of its
+    structure (ions that relax into a lower symmetry under strain, e.g. a saddle point), and
+    every component is strained and fitted directly instead.
 
     Args:
         atoms: Relaxed structure (not modified).
@@ -180,36 +209,29 @@ def elastic_tensor(atoms: Atoms, calc: Calculator, *, strains: Sequence[float] =
     """
     ref = atoms.copy()
     s0, steps = _stress_gpa(ref, calc, relax_ions_fmax, relax_steps, relax)
-    cell0 = np.asarray(ref.cell)
-    frac0 = ref.get_scaled_positions(wrap=False)
+    probe = _Probe(ref, calc, s0, relax_ions_fmax, relax_steps, relax)
     rotations = point_group_rotations(ref, symprec) if symmetry else [np.eye(3)]
-    span = np.zeros((0, 6))
-    x_rows, y_rows, components = [], [], []
-    for j in range(6):
-        unit = _voigt_strain(strain_matrix(j, 1.0))
-        if np.linalg.matrix_rank(np.vstack([span, unit]), tol=_RANK_TOL) == len(span):
-            continue  # determined by the strains computed so far and the point group
-        components.append(j)
-        # Internal relaxation is linear in a small strain: once one strain is done, the
-        # others start from its ionic shift scaled to their magnitude (a step or two).
-        shift_per_strain = np.zeros_like(frac0)
-        for k, e in enumerate(sorted(strains, key=lambda v: (abs(v), -v))):
-            eps = strain_matrix(j, e)
-            strained = ref.copy()
-            strained.set_cell(cell0 @ (np.eye(3) + eps), scale_atoms=True)
-            strained.set_scaled_positions(frac0 + e * shift_per_strain)
-            s, n = _stress_gpa(strained, calc, relax_ions_fmax, relax_steps, relax)
-            if k == 0 and e != 0:
-                shift_per_strain = (strained.get_scaled_positions(wrap=False) - frac0) / e
-            steps += n
-            dsigma = _stress_matrix(s - s0)
-            for r in rotations:
-                x_rows.append(_voigt_strain(r @ eps @ r.T))
-                y_rows.append(_voigt_stress(r @ dsigma @ r.T))
-        rotated = [_voigt_strain(r @ strain_matrix(j, 1.0) @ r.T) for r in rotations]
-        span = _basis(np.vstack([span, *rotated]))
-    x, y = np.asarray(x_rows), np.asarray(y_rows)
-    tensor = np.linalg.lstsq(x, y, rcond=None)[0].T  # sigma = C eps
+    components = independent_components(rotations)
+    samples = {j: probe.responses(strain_matrix(j, 1.0), strains) for j in components}
+    tensor = _fit([pair for j in components for pair in samples[j]], rotations)
+    mismatch = math.nan
+    if len(components) < 6:
+        size = max(abs(e) for e in strains)
+        check = probe.responses(_CHECK_STRAIN, [size, -size])  # central: no curvature
+        eps = check[0][0]
+        dsigma = 0.5 * (check[0][1] - check[1][1])
+        error = np.linalg.norm(dsigma - _stress_matrix(tensor @ _voigt_strain(eps)))
+        mismatch = float(error / np.linalg.norm(dsigma))
+        if error > SYMMETRY_CHECK * np.linalg.norm(dsigma) + 0.05:
+            logger.info("elastic: response off the point group's by %.0f %%: all components",
+                        100 * mismatch)
+            samples |= {j: probe.responses(strain_matrix(j, 1.0), strains)
+                        for j in range(6) if j not in components}
+            components = tuple(range(6))
+            pairs = [pair for j in components for pair in samples[j]] + check
+            tensor = _fit(pairs, [np.eye(3)])
+    x = np.asarray([_voigt_strain(e) for j in components for e, _ in samples[j]])
+    y = np.asarray([_voigt_stress(d) for j in components for _, d in samples[j]])
     max_res = float(np.abs(y - x @ tensor.T).max())
     tensor = 0.5 * (tensor + tensor.T)
     eig = np.linalg.eigvalsh(tensor)
@@ -218,8 +240,50 @@ def elastic_tensor(atoms: Atoms, calc: Calculator, *, strains: Sequence[float] =
                  k, g, eig[0], max_res, components)
     return ElasticResult(tensor=tensor, K_vrh=k, G_vrh=g, eigenvalues=eig,
                          mechanically_stable=bool(np.all(eig > 0)), max_residual=max_res,
-                         calls=len(components) * len(strains) + 1, steps=steps,
-                         components=tuple(components))
+                         calls=probe.calls + 1, steps=steps + probe.steps,
+                         components=components, symmetry_mismatch=mismatch)
+
+
+class _Probe:
+    """Stress responses of a relaxed reference cell to strains, with relaxed ions."""
+
+    def __init__(self, ref: Atoms, calc: Calculator, s0: np.ndarray, fmax: float, steps: int,
+                 relax: bool) -> None:
+        self.ref, self.calc, self.s0 = ref, calc, s0
+        self.fmax, self.max_steps, self.relax = fmax, steps, relax
+        self.cell0 = np.asarray(ref.cell)
+        self.frac0 = ref.get_scaled_positions(wrap=False)
+        self.calls = self.steps = 0
+
+    def responses(self, direction: np.ndarray, magnitudes: Sequence[float]
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(3x3 strain, 3x3 stress change in GPa) for `direction` times each magnitude.
+
+        Internal relaxation is linear in a small strain: once one strain is done, the others
+        start from its ionic shift scaled to their magnitude (a step or two).
+        """
+        out = []
+        shift_per_strain = np.zeros_like(self.frac0)
+        for k, e in enumerate(sorted(magnitudes, key=lambda v: (abs(v), -v))):
+            eps = e * direction
+            strained = self.ref.copy()
+            strained.set_cell(self.cell0 @ (np.eye(3) + eps), scale_atoms=True)
+            strained.set_scaled_positions(self.frac0 + e * shift_per_strain)
+            s, n = _stress_gpa(strained, self.calc, self.fmax, self.max_steps, self.relax)
+            if k == 0 and e != 0:
+                shift_per_strain = (strained.get_scaled_positions(wrap=False) - self.frac0) / e
+            self.calls += 1
+            self.steps += n
+            out.append((eps, _stress_matrix(s - self.s0)))
+        return out
+
+
+def _fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+         rotations: Sequence[np.ndarray]) -> np.ndarray:
+    """Least-squares C (6x6, GPa) with sigma = C eps over every pair and its rotated images."""
+    x = [_voigt_strain(r @ eps @ r.T) for eps, _ in pairs for r in rotations]
+    y = [_voigt_stress(r @ dsigma @ r.T) for _, dsigma in pairs for r in rotations]
+    return np.linalg.lstsq(np.asarray(x), np.asarray(y), rcond=None)[0].T
 
 
 def _basis(vectors: np.ndarray) -> np.ndarray:

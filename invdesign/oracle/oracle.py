@@ -222,6 +222,7 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
                mechanically_stable=el.mechanically_stable)
     det.update(elastic_tensor=np.round(el.tensor, 3).tolist(), elastic_steps=el.steps,
                elastic_components=list(el.components),
+               elastic_symmetry_mismatch=el.symmetry_mismatch,
                elastic_residual=el.max_residual, t_elastic=time.perf_counter() - t)
     if not el.mechanically_stable:
         return f"failed: mechanically unstable (lowest eigenvalue {el.eigenvalues[0]:.3g} GPa)"
