@@ -3,15 +3,16 @@
 Each of the six Voigt strain components is applied at a few small magnitudes to the relaxed
 cell, ions are relaxed at the fixed strained cell (relaxed-ion tensor, which matters wherever
 atoms do not sit on inversion centres, e.g. diamond Si), the stress is read from the
-calculator and C_ij = d sigma_i / d epsilon_j is the slope of a straight-line fit through the
-strained points and the unstrained reference. Engineering shear strains are used
+calculator and C_ij = d sigma_i / d epsilon_j is the least-squares slope of the stress change
+from the unstrained reference against the strain. Engineering shear strains are used
 (epsilon_4 = 2 epsilon_yz), so C is the usual 6x6 Voigt matrix, symmetrised.
 
 Crystal symmetry saves most of the work: if R is a rotation of the crystal's point group, the
 response to the strain R e R^T is R s R^T. A Voigt component whose unit strain lies in the span
 of rotated strains already computed is skipped (cubic: 2 of 6 components, hexagonal 3,
 tetragonal 4), and C is the least-squares fit to every computed strain and its rotations, which
-also makes it exactly invariant under the point group.
+also makes it exactly invariant under the point group. A strain along a generic direction
+checks that the response really has that symmetry (`elastic_tensor`).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def elastic_tensor(atoms: Atoms, calc: Calculator, *, strains: Sequence[float] =
         eps = check[0][0]
         dsigma = 0.5 * (check[0][1] - check[1][1])
         error = np.linalg.norm(dsigma - _stress_matrix(tensor @ _voigt_strain(eps)))
-        mismatch = float(error / np.linalg.norm(dsigma))
+        mismatch = float(error / max(np.linalg.norm(dsigma), 1e-12))
         if error > SYMMETRY_CHECK * np.linalg.norm(dsigma) + 0.05:
             logger.info("elastic: response off the point group's by %.0f %%: all components",
                         100 * mismatch)
