@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -476,9 +477,11 @@ def _relaxed_dir(results: Path) -> Path:
     return results.parent / f"{results.stem}_relaxed"
 
 
+@lru_cache(maxsize=4)
 def _shipped_hull(calculator: str):
     """The convex hull of the shipped references for `calculator` (elemental ground states
-    and the MP-binary label table in `checkpoints/oracle-labels/`), or None."""
+    and the MP-binary label table in `checkpoints/oracle-labels/`), or None; built once per
+    process (`generate --relax --verify` asks twice when both stages use one potential)."""
     from invdesign.oracle.stability import hull_from_folder
     from invdesign.surrogate import checkpoints_dir
 
