@@ -373,3 +373,26 @@ def test_every_shipped_calibration_is_named_after_its_potential():
         cal = Calibration.load(path)
         assert path.stem in get_args(CalculatorName) and cal.calculator == path.stem, path
         assert {f.modulus for f in cal.fits} == {"K_vrh", "G_vrh"}
+
+
+def test_compare_oracle_settings_summary_scores_changes_on_crystals_both_settings_measured():
+    """scripts/compare_oracle_settings.py: median and largest |log10| change of each quantity
+    over crystals where both settings gave a positive value, and the median time ratio."""
+    path = SCRIPT.parent / "compare_oracle_settings.py"
+    spec = importlib.util.spec_from_file_location("compare_oracle_settings", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = []
+    crystals = (("a", 1.0, 2.0), ("b", 10.0**0.1, 3.0), ("c", 10.0**0.02, 1.0))
+    for sid, factor, seconds in crystals:
+        for setting, f, t in (("default", 1.0, 1.0), ("alternative", factor, seconds)):
+            rows.append({"id": sid, "setting": setting, "K_vrh": 100.0 * f, "G_vrh": 50.0 * f,
+                         "alpha_300K": float("nan") if sid == "c" else 1e-5, "seconds": t})
+    table, time_ratio = module.summary(pd.DataFrame(rows))
+    table = table.set_index("quantity")
+    assert table.loc["K_vrh", "n"] == 3
+    assert table.loc["K_vrh", "median |dlog10|"] == pytest.approx(0.02)
+    assert table.loc["G_vrh", "max |dlog10|"] == pytest.approx(0.1)
+    assert table.loc["alpha_300K", "n"] == 2 and table.loc["alpha_300K", "max |dlog10|"] == 0
+    assert time_ratio == pytest.approx(2.0)
