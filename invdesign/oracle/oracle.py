@@ -55,8 +55,8 @@ class OracleConfig:
     """Numerical settings of the oracle (recorded in every result's `method`).
 
     The defaults (strains of +-1 %, 7 volumes) replaced +-0.5 and +-1 % and 11 volumes on
-    2026-12-01: on 38 crystals with SevenNet-l3i5 the median change was 0.05 % in K and G and
-    0.2 % in alpha, for 1.5x less time (BENCHMARKS.md, issue 3).
+    2026-12-01: on 38 crystals with SevenNet-l3i5 the median change was 0.02 % in K, 0.05 %
+    in G and 0.2 % in alpha, for 1.5x less time (BENCHMARKS.md, issue 3).
 
     Attributes:
         fmax: Force tolerance of the cell + ion relaxation, eV/A.
