@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from ase.units import GPa
 
 from invdesign.oracle.relax import relax_ions
@@ -97,19 +98,6 @@ def strain_matrix(index: int, magnitude: float) -> np.ndarray:
 def _voigt_strain(eps: np.ndarray) -> np.ndarray:
     """3x3 symmetric strain -> Voigt vector with engineering shear."""
     return np.array([eps[i, j] * (1.0 if i == j else 2.0) for i, j in _VOIGT_PAIRS])
-
-
-def _voigt_stress(sigma: np.ndarray) -> np.ndarray:
-    """3x3 symmetric stress -> Voigt vector."""
-    return np.array([sigma[i, j] for i, j in _VOIGT_PAIRS])
-
-
-def _stress_matrix(voigt: np.ndarray) -> np.ndarray:
-    """Voigt stress -> 3x3 symmetric matrix."""
-    m = np.zeros((3, 3))
-    for (i, j), v in zip(_VOIGT_PAIRS, voigt, strict=True):
-        m[i, j] = m[j, i] = v
-    return m
 
 
 def point_group_rotations(atoms: Atoms, symprec: float = 0.01) -> list[np.ndarray]:
@@ -221,7 +209,7 @@ def elastic_tensor(atoms: Atoms, calc: Calculator, *, strains: Sequence[float] =
         check = probe.responses(_CHECK_STRAIN, [size, -size])  # central: no curvature
         eps = check[0][0]
         dsigma = 0.5 * (check[0][1] - check[1][1])
-        error = np.linalg.norm(dsigma - _stress_matrix(tensor @ _voigt_strain(eps)))
+        error = np.linalg.norm(dsigma - voigt_6_to_full_3x3_stress(tensor @ _voigt_strain(eps)))
         mismatch = float(error / max(np.linalg.norm(dsigma), 1e-12))
         if error > SYMMETRY_CHECK * np.linalg.norm(dsigma) + 0.05:
             logger.info("elastic: response off the point group's by %.0f %%: all components",
@@ -232,7 +220,7 @@ def elastic_tensor(atoms: Atoms, calc: Calculator, *, strains: Sequence[float] =
             pairs = [pair for j in components for pair in samples[j]] + check
             tensor = _fit(pairs, [np.eye(3)])
     x = np.asarray([_voigt_strain(e) for j in components for e, _ in samples[j]])
-    y = np.asarray([_voigt_stress(d) for j in components for _, d in samples[j]])
+    y = np.asarray([full_3x3_to_voigt_6_stress(d) for j in components for _, d in samples[j]])
     max_res = float(np.abs(y - x @ tensor.T).max())
     tensor = 0.5 * (tensor + tensor.T)
     eig = np.linalg.eigvalsh(tensor)
@@ -275,7 +263,7 @@ class _Probe:
                 shift_per_strain = (strained.get_scaled_positions(wrap=False) - self.frac0) / e
             self.calls += 1
             self.steps += n
-            out.append((eps, _stress_matrix(s - self.s0)))
+            out.append((eps, voigt_6_to_full_3x3_stress(s - self.s0)))
         return out
 
 
@@ -283,7 +271,7 @@ def _fit(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
          rotations: Sequence[np.ndarray]) -> np.ndarray:
     """Least-squares C (6x6, GPa) with sigma = C eps over every pair and its rotated images."""
     x = [_voigt_strain(r @ eps @ r.T) for eps, _ in pairs for r in rotations]
-    y = [_voigt_stress(r @ dsigma @ r.T) for _, dsigma in pairs for r in rotations]
+    y = [full_3x3_to_voigt_6_stress(r @ dsigma @ r.T) for _, dsigma in pairs for r in rotations]
     return np.linalg.lstsq(np.asarray(x), np.asarray(y), rcond=None)[0].T
 
 
