@@ -33,6 +33,7 @@ from typing import Any, get_args
 import numpy as np
 import pandas as pd
 
+from invdesign.data import shared_mp_elasticity
 from invdesign.oracle.calculators import CalculatorName
 from invdesign.oracle.calibration import (
     MIN_PAIRS,
@@ -307,13 +308,6 @@ def _limit_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
-def _default_data() -> Path | None:
-    from invdesign.data import shared_data_dir
-
-    root = shared_data_dir()
-    return root / "mp_binary_elasticity" / "mp-binary-pbe-elasticity-dev.json.gz" if root else None
-
-
 def _short(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -374,9 +368,7 @@ def _sample(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _reference_structures(names: str, cell: str) -> tuple[list[Any], dict[str, Any]]:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    from invdesign.data.examples import REFERENCES
+    from invdesign.data.examples import REFERENCES, reference_structures
 
     if names == "none":
         return [], {}
@@ -386,13 +378,8 @@ def _reference_structures(names: str, cell: str) -> tuple[list[Any], dict[str, A
         raise SystemExit(f"unknown reference(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(r.name for r in REFERENCES)}")
     refs = [r for r in REFERENCES if wanted is None or r.name in wanted]
-    structures = {}
-    for ref in refs:
-        s = ref.structure()
-        if cell == "primitive":
-            s = SpacegroupAnalyzer(s).get_primitive_standard_structure()
-        structures[ref.name] = s
-    return refs, structures
+    cells = reference_structures(primitive=cell == "primitive")
+    return refs, {ref.name: cells[ref.name] for ref in refs}
 
 
 def _oracle(items: list[tuple[str, Any]], path: Path, args: argparse.Namespace) -> pd.DataFrame:
@@ -488,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import rich
 
     rich.reconfigure(stderr=True)  # progress bars to stderr: stdout is the markdown
-    args.data = args.data or _default_data()
+    args.data = args.data or shared_mp_elasticity()
     if args.data is None or not Path(args.data).exists():
         raise SystemExit("no --data given and ../shared/data/mp_binary_elasticity not found")
     if args.n < 1 or args.workers < 1:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from invdesign.data import Split, read_labels, shared_data_dir
+from invdesign.data import Split, read_labels, shared_mp_elasticity
 from invdesign.data.examples import REFERENCES
 from invdesign.oracle import LABEL_PROPERTIES
 from invdesign.plots import parity
@@ -48,11 +48,6 @@ from invdesign.train.surrogate import TrainConfig
 TARGETS = ("bulk_modulus_vrh", "shear_modulus_vrh")
 ALPHA_ORACLE = "thermal_expansion_oracle"
 SHORT = {"bulk_modulus_vrh": "K", "shear_modulus_vrh": "G", ALPHA_ORACLE: "alpha_oracle"}
-
-
-def _default_data() -> Path | None:
-    root = shared_data_dir()
-    return root / "mp_binary_elasticity" / "mp-binary-pbe-elasticity-dev.json.gz" if root else None
 
 
 def throughput(surrogate: Surrogate, structures, repeats: int = 3) -> float:
@@ -109,7 +104,7 @@ def alpha_agreement(surrogate: Surrogate, structures, alpha_oracle: np.ndarray) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=_default_data())
+    parser.add_argument("--data", type=Path, default=shared_mp_elasticity())
     parser.add_argument("--out", type=Path, default=Path("runs/surrogate-elastic"))
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=120)

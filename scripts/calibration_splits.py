@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from invdesign.data import load_dataset, shared_data_dir
+from invdesign.data import load_dataset, shared_mp_elasticity
 from invdesign.oracle.calibration import usable_moduli
 
 COVARIATE_SETS = {
@@ -30,10 +30,9 @@ COVARIATE_SETS = {
 
 def table(labels: pd.DataFrame) -> pd.DataFrame:
     """Usable label rows joined to the DFT moduli and reduced formulas of the MP file."""
-    root = shared_data_dir()
-    if root is None:
+    path = shared_mp_elasticity()
+    if path is None:
         raise SystemExit("../shared/data not found: the DFT moduli come from there")
-    path = root / "mp_binary_elasticity" / "mp-binary-pbe-elasticity-dev.json.gz"
     dft = {r.id: (r.properties["shear_modulus_vrh"], r.structure.composition.reduced_formula)
            for r in load_dataset(path)}
     rows = labels[usable_moduli(labels) & labels["id"].isin(dft)].copy()

@@ -24,8 +24,8 @@ from typing import Any, get_args
 import numpy as np
 import pandas as pd
 
-from invdesign.data import load_dataset, shared_data_dir
-from invdesign.data.examples import REFERENCES
+from invdesign.data import load_dataset, shared_mp_elasticity
+from invdesign.data.examples import reference_structures
 from invdesign.oracle import OracleConfig
 from invdesign.oracle.calculators import CalculatorName
 
@@ -84,14 +84,10 @@ def main() -> None:
     alternative = {"strains": tuple(float(v) for v in args.strains.split(",")),
                    "n_volumes": args.n_volumes, "symmetry": args.symmetry,
                    "ionic_fmax": args.ionic_fmax}
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    jobs = [(r.name, SpacegroupAnalyzer(r.structure()).get_primitive_standard_structure())
-            for r in REFERENCES]
-    root = shared_data_dir()
-    if root is None:
+    jobs = list(reference_structures(primitive=True).items())
+    data = shared_mp_elasticity()
+    if data is None:
         raise SystemExit("../shared/data not found: the MP binaries come from there")
-    data = root / "mp_binary_elasticity" / "mp-binary-pbe-elasticity-dev.json.gz"
     records = [r for r in load_dataset(data) if len(r.structure) <= args.max_atoms]
     rng = np.random.default_rng(args.seed)
     jobs += [(records[i].id, records[i].structure)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from invdesign.data import shared_data_dir
+from invdesign.data import shared_mp_elasticity
 from invdesign.oracle.stability import hull_from_folder
 
 LABELS = Path(__file__).resolve().parents[1] / "checkpoints" / "oracle-labels"
@@ -37,12 +37,9 @@ def main() -> None:
     parser.add_argument("--max-atoms", type=int, default=20)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    data = args.data
+    data = args.data or shared_mp_elasticity()
     if data is None:
-        root = shared_data_dir()
-        if root is None:
-            raise SystemExit("no --data given and ../shared/data not found")
-        data = root / "mp_binary_elasticity" / "mp-binary-pbe-elasticity-dev.json.gz"
+        raise SystemExit("no --data given and ../shared/data not found")
     hull = hull_from_folder(LABELS, args.hull_calculator)
     if hull is None:
         raise SystemExit(f"no {args.hull_calculator} hull references in {LABELS}")

@@ -26,3 +26,16 @@ def test_reference_has_the_formula_it_is_named_after(ref) -> None:
     s = ref.structure()
     assert s.is_ordered
     assert s.composition.reduced_formula == ref.name.removesuffix("-diamond")
+
+
+def test_primitive_reference_cells_hold_the_same_crystal_in_fewer_atoms():
+    """fcc/bcc metals reduce to 1 atom, diamond/rocksalt/zincblende to 2, corundum to 10,
+    with the conventional cell's composition and density."""
+    conventional, primitive = reference_structures(), reference_structures(primitive=True)
+    assert primitive.keys() == conventional.keys()
+    for name, cell in primitive.items():
+        kind = next(r.prototype for r in REFERENCES if r.name == name)
+        assert len(cell) == {"fcc": 1, "bcc": 1, "corundum": 10}.get(kind, 2), name
+        assert cell.composition.reduced_formula == \
+            conventional[name].composition.reduced_formula
+        assert cell.density == pytest.approx(conventional[name].density, rel=1e-6)

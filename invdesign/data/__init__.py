@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invdesign.data.dataset import CrystalDataset, CrystalRecord, LoadSummary
 from invdesign.data.labels import LabelTable, join_labels, read_labels
-from invdesign.data.paths import shared_data_dir
+from invdesign.data.paths import shared_data_dir, shared_mp_elasticity
 from invdesign.data.readers import load_dataset
 from invdesign.data.splits import Split, composition_split, kfold, random_split
 
@@ -21,4 +21,5 @@ __all__ = [
     "random_split",
     "read_labels",
     "shared_data_dir",
+    "shared_mp_elasticity",
 ]

@@ -80,9 +80,15 @@ REFERENCES = (
 )
 
 
-def reference_structures() -> dict[str, Structure]:
-    """Name -> conventional-cell Structure of every reference crystal."""
-    return {ref.name: ref.structure() for ref in REFERENCES}
+def reference_structures(primitive: bool = False) -> dict[str, Structure]:
+    """Name -> Structure of every reference crystal: its conventional cell, or with
+    `primitive` its standard primitive cell (pymatgen's `SpacegroupAnalyzer`)."""
+    if not primitive:
+        return {ref.name: ref.structure() for ref in REFERENCES}
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    return {ref.name: SpacegroupAnalyzer(ref.structure()).get_primitive_standard_structure()
+            for ref in REFERENCES}
 
 
 def write_examples(folder: str | Path) -> Path:

@@ -34,3 +34,12 @@ def shared_data_dir() -> Path | None:
         return None
     path = repo_root().parent / "shared" / "data"
     return path if path.is_dir() else None
+
+
+MP_ELASTICITY = "mp_binary_elasticity/mp-binary-pbe-elasticity-dev.json.gz"
+
+
+def shared_mp_elasticity() -> Path | None:
+    """The shared MP binary elasticity file (DFT K, G), or None without the shared folder."""
+    root = shared_data_dir()
+    return root / MP_ELASTICITY if root else None
