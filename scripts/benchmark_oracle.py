@@ -152,7 +152,8 @@ def fit_calibration_half(frame: pd.DataFrame, **kwargs: Any) -> Calibration:
 
 
 def evaluate_moduli(frame: pd.DataFrame, *, calculator: str, fit_split: str,
-                    source: str = "") -> tuple[list[dict[str, Any]], Calibration | None, str]:
+                    source: str = ""
+                    ) -> tuple[list[dict[str, Any]], Calibration | None, Calibration | None, str]:
     """Oracle K, G against DFT: raw and calibrated on the held-out half, raw on all rows.
 
     Args:
@@ -161,11 +162,11 @@ def evaluate_moduli(frame: pd.DataFrame, *, calculator: str, fit_split: str,
         calculator, fit_split, source: Provenance of the calibration.
 
     Returns:
-        (metric rows, the calibration fitted on the calibration half or None, a note saying
-        why there is none). Held-out rows compare the raw oracle, the default calibration
-        (unbiased across the range) and the plain least-squares map. Each row has data,
-        modulus, oracle, n_rows (structures in that data) and the `agreement` metrics, or
-        `note` instead of them when not computable.
+        (metric rows, the default and the least-squares calibration fitted on the calibration
+        half, or None each, a note saying why there are none). Held-out rows compare the raw
+        oracle, the default calibration (unbiased across the range) and the plain
+        least-squares map. Each row has data, modulus, oracle, n_rows (structures in that
+        data) and the `agreement` metrics, or `note` instead of them when not computable.
     """
     usable = usable_moduli(frame)
     fit_rows = frame[usable & (frame["part"] == CALIBRATION)]
@@ -193,7 +194,7 @@ def evaluate_moduli(frame: pd.DataFrame, *, calculator: str, fit_split: str,
                                      (least_squares, f"least-squares map, {CALIBRATION} half")):
                     pred = fitted.apply_table(sub)[m]
                     rows.append(cal | {"oracle": name} | agreement(pred, sub[DFT_COLUMN[m]]))
-    return rows, calibration, note
+    return rows, calibration, least_squares, note
 
 
 BIAS_BINS: tuple[tuple[float, float], ...] = ((0, 30), (30, 80), (80, 150), (150, np.inf))
@@ -507,11 +508,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     split_text = (f"{args.data.name}: {len(sample)} binaries <= {args.max_atoms} atoms sampled "
                   f"with seed {args.seed}, composition split seed {args.seed}, "
                   f"{CALIBRATION} half ({int((frame['part'] == CALIBRATION).sum())} structures)")
-    moduli, calibration, note = evaluate_moduli(frame, calculator=args.calculator,
-                                                fit_split=split_text, source=args.data.name)
-    least_squares = (fit_calibration_half(frame, calculator=args.calculator,
-                                          fit_split=split_text, unbiased=False)
-                     if calibration is not None else None)
+    moduli, calibration, least_squares, note = evaluate_moduli(
+        frame, calculator=args.calculator, fit_split=split_text, source=args.data.name)
     for m in MODULI:
         frame[m.split("_")[0] + "_calibrated"] = (calibration.apply_table(frame)[m]
                                                   if calibration else np.nan)

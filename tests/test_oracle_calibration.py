@@ -193,8 +193,10 @@ def _results_frame(n_per_half: int, seed: int = 0) -> pd.DataFrame:
 
 def test_evaluate_moduli_calibrates_on_one_half_and_reports_the_other(bench):
     frame = _results_frame(10)
-    rows, cal, note = bench.evaluate_moduli(frame, calculator="emt", fit_split="cal half")
-    assert note == "" and cal is not None
+    rows, cal, least_squares, note = bench.evaluate_moduli(frame, calculator="emt",
+                                                           fit_split="cal half")
+    assert note == "" and cal is not None and least_squares is not None
+    assert least_squares["G_vrh"].slope == pytest.approx(0.8)  # exact data: both maps agree
     assert cal["G_vrh"].n_pairs == 8 and cal["K_vrh"].n_pairs == 8  # 2 unstable/NaN dropped
     assert cal["G_vrh"].slope == pytest.approx(0.8) and cal["K_vrh"].intercept == \
         pytest.approx(0.15)
@@ -212,13 +214,14 @@ def test_evaluate_moduli_calibrates_on_one_half_and_reports_the_other(bench):
 
 def test_evaluate_moduli_with_too_few_pairs(bench):
     frame = _results_frame(4)
-    rows, cal, note = bench.evaluate_moduli(frame, calculator="emt", fit_split="cal half")
-    assert cal is None and note == "n/a (only 2 pairs)"
+    rows, cal, least_squares, note = bench.evaluate_moduli(frame, calculator="emt",
+                                                           fit_split="cal half")
+    assert cal is None and least_squares is None and note == "n/a (only 2 pairs)"
     calibrated = [r for r in rows if r["oracle"].startswith("calibrated")]
     assert len(calibrated) == 2 and all(r["note"] == note for r in calibrated)
     assert "n/a (only 2 pairs)" in bench.metrics_markdown(rows)
     empty = frame.assign(K_vrh=np.nan, G_vrh=np.nan, mechanically_stable=None)
-    rows, cal, note = bench.evaluate_moduli(empty, calculator="emt", fit_split="x")
+    rows, cal, least_squares, note = bench.evaluate_moduli(empty, calculator="emt", fit_split="x")
     assert cal is None and note == "n/a (only 0 pairs)"
     assert "n/a" in bench.metrics_markdown(rows)
 
