@@ -60,6 +60,15 @@ def test_fingerprints_shapes_and_failures(reference_fps):
     assert failed.errors[0] == "no structure" and "no sites" in failed.errors[1]
 
 
+def test_cells_too_dense_for_a_crystal_get_no_fingerprint_instead_of_exhausting_memory():
+    pytest.importorskip("matminer")
+    tiny = Structure(Lattice.cubic(0.02), ["H"] * 3, [[0, 0, 0], [0.3, 0.3, 0.3], [0.6, 0, 0]])
+    dense = Structure(Lattice.cubic(1.0), ["Li"] * 20, np.random.default_rng(0).random((20, 3)))
+    fps = fingerprint_structures([tiny, dense, REFERENCE[0]])
+    assert fps.ok.tolist() == [False, False, True]
+    assert "small lattice" in fps.errors[0] and "too dense" in fps.errors[1]
+
+
 def test_identical_sets_full_coverage_zero_emd(reference_fps):
     metrics = generation_metrics(REFERENCE, REFERENCE, "perov_5", n_valid_samples=None,
                                  sample_fingerprints=reference_fps,

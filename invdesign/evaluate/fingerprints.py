@@ -12,7 +12,10 @@ As CDVAE (``scripts/compute_metrics.py::Crystal.get_fingerprints``):
 When CrystalNN fails on a structure CDVAE sets both fingerprints to None and marks the crystal
 invalid. Here such an item (or a None, empty or non-finite structure, or one whose Magpie
 featurisation raises) gets NaN rows in both arrays and its error message; `Fingerprints.ok`
-is False for it.
+is False for it. So does a cell too dense to be a crystal: under 0.1 A^3 (CDVAE does not build
+it) or under `MIN_VOLUME_PER_ATOM`, where some pair of atoms must be closer than CDVAE's
+0.5 A and CrystalNN's neighbour lists would run to millions of images (a decoded 0.02 A cell
+once took a worker past 20 GB).
 
 Speed: CrystalNN dominates, roughly 20-50 ms per site (~0.1-0.25 s for a 5-atom perovskite on
 one busy core); Magpie takes ~5 ms per composition. Use ``n_jobs`` for large batches.
@@ -38,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 STRUCTURE_FP_SIZE = 61  # CrystalNN "ops" site fingerprint length
 COMPOSITION_FP_SIZE = 132  # Magpie: 22 element properties x 6 statistics
+MIN_VOLUME = 0.1  # A^3: CDVAE does not build a smaller cell ("unrealistically small lattice")
+# A^3 per atom: the densest packing of points 0.5 A apart; any denser cell has a closer pair
+MIN_VOLUME_PER_ATOM = 0.5**3 / np.sqrt(2)
 
 
 @cache
@@ -141,6 +147,10 @@ def _fingerprint_one(item: Structure | None) -> tuple[np.ndarray, np.ndarray, st
     failed = (np.full(STRUCTURE_FP_SIZE, np.nan), np.full(COMPOSITION_FP_SIZE, np.nan))
     if item is None:
         return (*failed, "no structure")
+    if len(item) and item.volume < MIN_VOLUME:
+        return (*failed, f"unrealistically small lattice ({item.volume:.3g} A^3)")
+    if len(item) and item.volume / len(item) < MIN_VOLUME_PER_ATOM:
+        return (*failed, f"too dense for a crystal ({item.volume / len(item):.3g} A^3 per atom)")
     try:
         struct_fp = structure_fingerprint(item)
         comp_fp = composition_fingerprint(item)
