@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from invdesign.generator import Generator
-from invdesign.train.vae_pipeline import fit_checkpoint_latent_prior
+from invdesign.train.vae_pipeline import PRIOR_REFINE_STEPS, fit_checkpoint_latent_prior
 
 
 def main() -> None:
@@ -25,11 +25,14 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="VAE checkpoint folder (rewritten)")
     parser.add_argument("--data", type=Path, help="its training file, if moved")
+    parser.add_argument("--refine-steps", type=int, default=PRIOR_REFINE_STEPS,
+                        help="fit the mixture to latent codes refined by this many steps on "
+                             "each crystal's reconstruction error (0: posterior means)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = Generator.load(args.model)
-    report = fit_checkpoint_latent_prior(generator, args.data)
+    report = fit_checkpoint_latent_prior(generator, args.data, refine_steps=args.refine_steps)
     generator.save(args.model)
     print(f"{args.model}: latent prior with {report['components']} components "
           f"({report['n_train']} training encodings, {report['seconds']:.0f} s)")

@@ -38,6 +38,7 @@ from invdesign.train.vae_pipeline import (
     VAEArchitecture,
     VAERunConfig,
     checkpoint_examples,
+    checkpoint_split_structures,
     evaluate_reconstruction,
     fit_checkpoint_latent_prior,
     held_out_structures,
@@ -209,6 +210,22 @@ def test_latent_prior_is_fitted_on_an_older_checkpoints_split(trained, tmp_path)
     assert older.latent_prior is not None and report["n_val"] > 0
     assert older.latent_prior.latent == older.config.latent
     assert older.latent_prior.n_conditions == len(older.conditions)
+
+
+def test_latent_prior_fits_the_refined_codes_the_decoder_reconstructs_from(trained):
+    _, folder, data = trained
+    generator = Generator.load(folder)
+    train, _ = checkpoint_split_structures(generator, data)
+    means = {}
+    for steps in (0, 20):
+        report = fit_checkpoint_latent_prior(generator, data, refine_steps=steps)
+        assert report["refine_steps"] == steps
+        prior = generator.latent_prior
+        # at an EM fixed point the weighted component means are the data mean
+        means[steps] = (prior.weights[:, None] * prior.means[:, :prior.latent]).sum(0)
+        codes = generator.encode(train, refine_steps=steps)[0]
+        np.testing.assert_allclose(means[steps], codes.mean(0), atol=1e-3)
+    assert not np.allclose(means[0], means[20], atol=1e-3)
 
 
 def test_conditions_set_requested_values_and_ranges(trained):

@@ -37,6 +37,10 @@ from invdesign.train.vae import EpochCallback, Example, VAEHistory, VAETrainConf
 
 logger = logging.getLogger(__name__)
 
+# Latent-prior fits use posterior means by default; refined codes (e.g. REFINE_STEPS) won on
+# vae-carbon24's validation split and lost on vae-perov5's and vae-mp-binary's (BENCHMARKS.md)
+PRIOR_REFINE_STEPS = 0
+
 
 @dataclass(frozen=True, kw_only=True)
 class VAEArchitecture:
@@ -154,11 +158,11 @@ def _decodable(generator: Generator, dataset: CrystalDataset, idx: np.ndarray,
     return [dataset[i].structure for i in keep], y_std[keep]
 
 
-def _encodings(generator: Generator, structures: Sequence, y_std: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and conditions; missing labels are filled by the property head, as in
-    training."""
-    mu = generator.encode(structures)[0]
+def _encodings(generator: Generator, structures: Sequence, y_std: np.ndarray,
+               refine_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means (refined by `refine_steps` steps on each crystal's reconstruction
+    error) and conditions; missing labels are filled by the property head, as in training."""
+    mu = generator.encode(structures, refine_steps=refine_steps)[0]
     y = np.array(y_std, dtype=np.float32).reshape(len(mu), -1)
     if y.shape[1] and np.isnan(y).any():
         with torch.no_grad():
@@ -168,15 +172,23 @@ def _encodings(generator: Generator, structures: Sequence, y_std: np.ndarray
 
 
 def fit_latent_prior(generator: Generator, train: Sequence, y_train: np.ndarray,
-                     val: Sequence, y_val: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+                     val: Sequence, y_val: np.ndarray, *, seed: int = 0,
+                     refine_steps: int = PRIOR_REFINE_STEPS) -> dict[str, Any]:
     """Fit `generator.latent_prior` to the encodings of the training crystals, choosing the
-    number of components on the validation crystals; returns the report kept in the card."""
+    number of components on the validation crystals; returns the report kept in the card.
+
+    With `refine_steps` > 0 the encodings are the codes the decoder actually reconstructs
+    each crystal from (`Generator.encode(refine_steps=...)`), not the one-shot posterior
+    means, so the mixture covers the latent region the decoder decodes well.
+    """
     start = time.perf_counter()
-    z, y = _encodings(generator, train, y_train)
-    z_val, y_val = _encodings(generator, val, y_val)
+    z, y = _encodings(generator, train, y_train, refine_steps)
+    z_val, y_val = _encodings(generator, val, y_val, refine_steps)
     mixture, scores = LatentMixture.fit(z, y, z_val=z_val, y_val=y_val, seed=seed)
     generator.latent_prior = mixture
-    report = {"what": "Gaussian mixture over [z, y] of the training encodings (posterior means)",
+    what = ("refined latent codes" if refine_steps else "posterior means")
+    report = {"what": f"Gaussian mixture over [z, y] of the training encodings ({what})",
+              "refine_steps": refine_steps,
               "components": mixture.n_components, "n_train": len(z), "n_val": len(z_val),
               "val_log_likelihood": {str(k): v for k, v in scores.items()},
               "seconds": time.perf_counter() - start}
@@ -184,17 +196,18 @@ def fit_latent_prior(generator: Generator, train: Sequence, y_train: np.ndarray,
     return report
 
 
-def fit_checkpoint_latent_prior(generator: Generator, data: str | Path | None = None
-                                ) -> dict[str, Any]:
-    """`fit_latent_prior` on the split stored in a checkpoint (for checkpoints trained
-    before the fitted prior existed)."""
+def fit_checkpoint_latent_prior(generator: Generator, data: str | Path | None = None, *,
+                                refine_steps: int = PRIOR_REFINE_STEPS) -> dict[str, Any]:
+    """`fit_latent_prior` on the split stored in a checkpoint (to fit it again, or for
+    checkpoints trained before the fitted prior existed)."""
     dataset, split = _checkpoint_data(generator, data)
     names = generator.conditions
     y_std = (generator.standardise(dataset.targets(names)).astype(np.float32) if names
              else np.zeros((len(dataset), 0), np.float32))
     return fit_latent_prior(generator, *_decodable(generator, dataset, split.train, y_std),
                             *_decodable(generator, dataset, split.val, y_std),
-                            seed=int(generator.meta.get("run_config", {}).get("seed", 0)))
+                            seed=int(generator.meta.get("run_config", {}).get("seed", 0)),
+                            refine_steps=refine_steps)
 
 
 
