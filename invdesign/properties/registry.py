@@ -94,10 +94,11 @@ _DEFINITIONS: tuple[Property, ...] = (
     Property("thermal_expansion", "1/K",
              "Linear thermal expansion coefficient, Debye-Grueneisen model (300 K by default)",
              aliases=("alpha", "alpha_300K"), derived=True),
-    # Learned from the CHGNet oracle's labels (`invdesign label`), not derived from K and G.
+    # Learned from an oracle label table (`invdesign label`), not derived from K and G; the
+    # shipped surrogate learned the default potential's (SevenNet-l3i5) labels.
     Property("thermal_expansion_oracle", "1/K",
-             "Linear thermal expansion at 300 K as the CHGNet quasi-harmonic (AGL) oracle "
-             "computes it; a surrogate target learned from oracle labels",
+             "Linear thermal expansion at 300 K as the quasi-harmonic (AGL) oracle computes "
+             "it; a surrogate target learned from oracle labels",
              transform="log10", aliases=("alpha_oracle",)),
     # Structural.
     Property("density", "g/cm^3", "Mass density", aliases=("rho",)),
