@@ -403,3 +403,28 @@ def test_typical_bond_ratio_is_the_mp_binary_median(shared_data):
                         / "mp-binary-pbe-elasticity-dev.json.gz", properties=[])
     ratios = min_bond_ratios(data.structures, n_jobs=2)
     assert np.median(ratios) == pytest.approx(TYPICAL_BOND_RATIO, abs=1e-3)
+
+
+def test_one_composition_is_split_by_reduced_cell_size(monkeypatch):
+    """A single-element batch (Carbon-24-like) is dealt to two processes by prefilter key,
+    and the uniqueness mask is the serial one."""
+    from invdesign.validity import uniqueness
+
+    monkeypatch.setattr(uniqueness, "PARALLEL_MIN_SHARED", 2)
+    rng = np.random.default_rng(3)
+    diamond = Structure(Lattice.cubic(3.57), ["C"] * 8,
+                        [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+                         [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]])
+    graphite = Structure(Lattice.hexagonal(2.46, 6.7), ["C"] * 4,
+                         [[0, 0, .25], [0, 0, .75], [1 / 3, 2 / 3, .25], [2 / 3, 1 / 3, .75]])
+    chain = Structure(Lattice.orthorhombic(1.4, 4, 4), ["C"], [[0, 0, 0]])
+    batch = [_perturbed(b, rng, s) for b in (diamond, graphite, chain, diamond * (1, 1, 2))
+             for s in (0.02, 0.4, 0.02)]
+    items = [uniqueness.prepare_structure(s) for s in batch]
+    reduced, bins = uniqueness._deal(items, list(range(len(items))), 2)
+    assert len(bins) == 2
+    assert sorted(i for b in bins for i in b) == list(range(len(items)))
+    for b in bins:  # no prefilter key in two bins
+        assert not {reduced[i].key for i in b} & {reduced[i].key for o in bins if o is not b
+                                                  for i in o}
+    np.testing.assert_array_equal(unique_mask(batch, n_jobs=2), unique_mask(batch))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, reduce
 
@@ -32,7 +32,7 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
 from pymatgen.core import Structure
 
-from invdesign.validity.parallel import process_pool
+from invdesign.validity.parallel import map_chunks, process_pool
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class ReferenceIndex:
         mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
         known = [i for i, item in enumerate(items) if item.comp_hash in self._by_composition]
         if n_jobs > 1 and len(known) >= PARALLEL_MIN_SHARED:
-            bins = _deal_by_composition(items, known, n_jobs)
+            items, bins = _deal(items, known, n_jobs)
             subsets = [self._subset({items[i].comp_hash for i in b}) for b in bins]
             with process_pool(len(bins)) as pool:
                 parts = pool.map(_novel_part, subsets, [[items[i] for i in b] for b in bins])
@@ -272,9 +272,9 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
 
     A structure is compared with the distinct structures before it (with the same prefilter
     key); structures that cannot be compared (empty, non-finite or singular lattice) get False.
-    With `n_jobs` > 1, compositions are split over that many processes (they never match across
-    compositions, so the mask is the same) when at least `PARALLEL_MIN_SHARED` structures
-    share a composition with another.
+    With `n_jobs` > 1, compositions (or, when one composition dominates, prefilter keys) are
+    split over that many processes (they never match across groups, so the mask is the same)
+    when at least `PARALLEL_MIN_SHARED` structures share a composition with another.
     """
     items = [prepare_structure(s) for s in structures]
     shared = Counter(item.comp_hash for item in items if item.comp_hash is not None)
@@ -296,12 +296,18 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
 
 def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
                           settings: MatchSettings | None, n_jobs: int) -> np.ndarray:
-    """`unique_mask` with whole compositions dealt to `n_jobs` processes."""
+    """`unique_mask` with whole compositions dealt to `n_jobs` processes.
+
+    When one composition would leave the other processes idle (a single-element dataset such
+    as Carbon-24), its cells are first reduced in parallel and dealt by prefilter key
+    (composition, sites in the reduced cell) instead: structures with different keys never
+    match, so the mask is the same.
+    """
     mask = np.array([item.comp_hash is not None and shared[item.comp_hash] == 1
                      for item in items], dtype=bool)
     repeated = [i for i, item in enumerate(items)
                 if item.comp_hash is not None and shared[item.comp_hash] > 1]
-    bins = _deal_by_composition(items, repeated, n_jobs)
+    items, bins = _deal(items, repeated, n_jobs)
     with process_pool(len(bins)) as pool:
         parts = pool.map(_unique_part, [[items[i] for i in b] for b in bins],
                          [settings] * len(bins))
@@ -310,13 +316,49 @@ def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
     return mask
 
 
-def _deal_by_composition(items: list[PreparedStructure], indices: list[int], n_jobs: int
-                         ) -> list[list[int]]:
-    """`indices` split into at most `n_jobs` sorted bins, whole compositions each, the
-    largest compositions first to the least loaded bin (cost grows about as size squared)."""
+def _composition_key(item: PreparedStructure) -> Hashable:
+    return item.comp_hash
+
+
+def _prefilter_key(item: PreparedStructure) -> Hashable:
+    return item.key
+
+
+def _reduce_chunk(items: list[PreparedStructure]) -> list[PreparedStructure]:
+    """The items with their reduced cells computed (returned to the parent with them)."""
+    for item in items:
+        _ = item.reduced
+    return items
+
+
+def _deal(items: list[PreparedStructure], indices: list[int], n_jobs: int
+          ) -> tuple[list[PreparedStructure], list[list[int]]]:
+    """`indices` split into at most `n_jobs` sorted bins of whole compositions.
+
+    When one composition would leave the other processes idle (a single-element dataset such
+    as Carbon-24), the cells of `indices` are first reduced in parallel and whole prefilter
+    keys (composition, sites in the reduced cell) are dealt instead: structures with different
+    keys never match, so no result changes. Returns the items (reduced where that happened)
+    and the bins.
+    """
+    sizes = Counter(items[i].comp_hash for i in indices)
+    key: Callable[[PreparedStructure], Hashable] = _composition_key
+    if sizes and max(sizes.values()) ** 2 > sum(c * c for c in sizes.values()) / n_jobs:
+        items = list(items)
+        reduced = map_chunks(_reduce_chunk, [items[i] for i in indices], n_jobs)
+        for i, item in zip(indices, reduced, strict=True):
+            items[i] = item
+        key = _prefilter_key
+    return items, _pack(items, indices, n_jobs, key)
+
+
+def _pack(items: list[PreparedStructure], indices: list[int], n_jobs: int,
+          key: Callable[[PreparedStructure], Hashable]) -> list[list[int]]:
+    """`indices` split into at most `n_jobs` sorted bins, whole groups by `key` each, the
+    largest groups first to the least loaded bin (cost grows about as size squared)."""
     groups: dict[Hashable, list[int]] = {}
     for i in indices:
-        groups.setdefault(items[i].comp_hash, []).append(i)
+        groups.setdefault(key(items[i]), []).append(i)
     bins: list[list[int]] = [[] for _ in range(n_jobs)]
     load = [0] * n_jobs
     for members in sorted(groups.values(), key=len, reverse=True):
