@@ -47,13 +47,13 @@ class Relaxed:
     status: str
 
 
-def _relax_one(job: tuple[Structure, str]) -> Relaxed:
-    structure, calculator = job
+def _relax_one(job: tuple[Structure, str, float]) -> Relaxed:
+    structure, calculator, pressure = job
     try:
         import torch
 
         torch.set_num_threads(1)
-        result = relax(structure, get_calculator(calculator))
+        result = relax(structure, get_calculator(calculator), pressure=pressure)
     except RelaxationRunawayError as err:
         return Relaxed(None, math.nan, math.nan, f"failed: no convergence ({err})")
     except Exception as err:  # one bad candidate never stops the screen
@@ -65,18 +65,19 @@ def _relax_one(job: tuple[Structure, str]) -> Relaxed:
 
 
 def relax_structures(structures: Sequence[Structure], calculator: str = "chgnet",
-                     workers: int = 1, cache: str | Path | None = None) -> list[Relaxed]:
-    """Cell + ion relaxation of each structure (`invdesign.oracle.relax` settings), in
-    `workers` processes; a failure is a status, never an exception.
+                     workers: int = 1, cache: str | Path | None = None,
+                     pressure: float = 0.0) -> list[Relaxed]:
+    """Cell + ion relaxation of each structure (`invdesign.oracle.relax` settings) under
+    `pressure` (GPa), in `workers` processes; a failure is a status, never an exception.
 
     With `cache`, each result is appended to that CSV as it finishes (keyed by a hash of the
-    input structure and the calculator), and structures already in it are not relaxed again:
-    an interrupted run loses nothing.
+    input structure, the calculator and the pressure), and structures already in it are not
+    relaxed again: an interrupted run loses nothing.
     """
-    keys = [_key(s, calculator) for s in structures]
+    keys = [_key(s, calculator, pressure) for s in structures]
     done = _read_cache(Path(cache)) if cache is not None else {}
     todo = [i for i, k in enumerate(keys) if k not in done]
-    jobs = [(structures[i], calculator) for i in todo]
+    jobs = [(structures[i], calculator, pressure) for i in todo]
     if workers <= 1 or len(jobs) <= 1:
         results: Iterator[Relaxed] = map(_relax_one, jobs)
         pool = None
@@ -97,8 +98,9 @@ def relax_structures(structures: Sequence[Structure], calculator: str = "chgnet"
 _CACHE_COLUMNS = ("key", "status", "energy_per_atom", "rmsd", "cif")
 
 
-def _key(structure: Structure, calculator: str) -> str:
-    return hashlib.sha256(f"{calculator}\n{structure.to(fmt='cif')}".encode()).hexdigest()
+def _key(structure: Structure, calculator: str, pressure: float = 0.0) -> str:
+    label = calculator if pressure == 0 else f"{calculator} at {pressure:g} GPa"
+    return hashlib.sha256(f"{label}\n{structure.to(fmt='cif')}".encode()).hexdigest()
 
 
 def _read_cache(path: Path) -> dict[str, Relaxed]:

@@ -74,6 +74,19 @@ def test_relax_recovers_emt_lattice_constant(cu):
     assert res.volume_change < 0 and -0.01 < res.energy_per_atom < 0.0
 
 
+def test_relax_under_pressure_holds_that_pressure(cu):
+    """At 10 GPa the relaxed cell's stress is hydrostatic -10 GPa, and Cu (K about 140 GPa
+    for EMT) shrinks by about 7 % against its zero-pressure cell."""
+    at_zero = relax(cu, EMT, fmax=0.01)
+    at_ten = relax(cu, EMT, fmax=0.01, pressure=10.0)
+    stress = at_ten.atoms.get_stress(voigt=False) / GPa
+    assert at_ten.converged
+    np.testing.assert_allclose(np.diag(stress), -10.0, atol=0.15)
+    assert np.abs(stress - np.diag(np.diag(stress))).max() < 0.1
+    ratio = at_ten.atoms.get_volume() / at_zero.atoms.get_volume()
+    assert 0.92 < ratio < 0.95
+
+
 def test_median_relaxation_rmsd_counts_failures_and_only_takes_n(cu):
     """A perturbed copy of Cu relaxes back by about its perturbation, a structure the
     relaxation cannot handle is counted as failed, and only the first n are relaxed."""

@@ -187,8 +187,8 @@ def relax_ions(atoms: Atoms, calc: Calculator, *, fmax: float = 0.01, steps: int
 
 def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
           stress_tol: float = 0.1, steps: int = 200, optimizer: Optimizer = "BFGS",
-          ) -> RelaxResult:
-    """Relax cell and ions together (ASE `FrechetCellFilter`, zero external pressure).
+          pressure: float = 0.0) -> RelaxResult:
+    """Relax cell and ions together (ASE `FrechetCellFilter`) under a hydrostatic `pressure`.
 
     The filter's cell factor is set so that its force criterion means |stress| < `stress_tol`
     (ASE's default, the number of atoms, allows about fmax/V_atom, ~0.5 GPa: a few % in volume
@@ -201,6 +201,9 @@ def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
         stress_tol: Stress tolerance, GPa.
         steps: Maximum optimiser steps.
         optimizer: "BFGS" (fewest steps near a minimum) or "FIRE".
+        pressure: External pressure, GPa (e.g. 10 for Carbon-24, whose crystals were found
+            by random search at 10 GPa). The reported energy stays the potential energy, not
+            the enthalpy.
 
     Returns:
         The relaxed atoms, energy per atom (eV/atom), RMSD (A), volume change, convergence flag
@@ -214,7 +217,8 @@ def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
     atoms.calc = calc
     cell_factor = volume_in * stress_tol * GPa / fmax
     try:
-        converged, n_steps = _optimise(_GuardedCellFilter(atoms, exp_cell_factor=cell_factor),
+        converged, n_steps = _optimise(_GuardedCellFilter(atoms, exp_cell_factor=cell_factor,
+                                                          scalar_pressure=pressure * GPa),
                                        optimizer, fmax, steps)
     except RelaxationTimeoutError:
         raise
@@ -224,7 +228,8 @@ def relax(structure: Structure | Atoms, calc: Calculator, *, fmax: float = 0.05,
         logger.info("%s; retrying with the default cell factor", err)
         atoms = start
         atoms.calc = calc
-        converged, n_steps = _optimise(_GuardedCellFilter(atoms), optimizer, fmax, steps)
+        converged, n_steps = _optimise(_GuardedCellFilter(atoms, scalar_pressure=pressure * GPa),
+                                       optimizer, fmax, steps)
     energy = float(atoms.get_potential_energy()) / len(atoms)
     rmsd = frac_rmsd(frac_in, atoms.get_scaled_positions(wrap=False), np.asarray(atoms.cell))
     logger.debug("relaxed %s in %d steps (converged=%s), E=%.4f eV/atom, rmsd=%.3f A",
