@@ -291,9 +291,20 @@ def sample(
     charge_balance: Annotated[bool, typer.Option(
         help="Replace a decoded composition that fails SMACT charge balance by the decoder's "
              "most probable one that passes (--no-charge-balance: the raw decoder).")] = True,
+    relax: Annotated[bool, typer.Option(
+        help="Relax every decoded sample (cell and ions) with --relax-calculator in --jobs "
+             "processes, then check and predict the relaxed crystals; relaxations stream to "
+             "OUT/relaxations.csv (a rerun resumes). About 1-30 s per sample and process.")]
+        = False,
+    relax_calculator: Annotated[str, typer.Option(
+        help=f"Potential of --relax: {_POTENTIALS}.")] = _SCREEN_POTENTIAL,
+    pressure: Annotated[float, typer.Option(
+        help="External pressure of --relax, GPa (e.g. 10 for Carbon-24, searched at 10 GPa).")]
+        = 0.0,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign.api import Designer
+    from invdesign.screening import relax_candidates
 
     conditions = dict(_parse_condition(c) for c in condition or [])
     try:
@@ -301,6 +312,10 @@ def sample(
         cands = designer.sample(n, conditions=conditions or None, seed=seed,
                                 temperature=temperature, prior=prior, screen=screen,
                                 denoise=denoise, charge_balance=charge_balance, n_jobs=jobs)
+        if relax:
+            cands = relax_candidates(designer, cands, calculator=relax_calculator, workers=jobs,
+                                     pressure=pressure, cache=out / "relaxations.csv",
+                                     n_jobs=jobs)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     if files:
@@ -501,9 +516,12 @@ def _print_summary(table, out: Path) -> None:
         summary.add_column(col)
     decoded = table["decoded"].astype(bool)
     vun = table["valid"] & table["unique"] & table["novel"].fillna(False).astype(bool)
-    summary.add_row(*[f"{x.mean():.1%}" for x in (decoded, table["valid"], table["unique"],
-                                                  table["novel"].fillna(False).astype(bool),
-                                                  vun)])
+    rates = [decoded, table["valid"], table["unique"], table["novel"].fillna(False).astype(bool),
+             vun]
+    if "relax_status" in table:
+        summary.add_column("relaxed")
+        rates.append(table["relax_status"].eq("ok"))
+    summary.add_row(*[f"{x.mean():.1%}" for x in rates])
     Console().print(summary)
 
 

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -26,12 +27,12 @@ from pymatgen.core import Structure
 from invdesign.api import Designer
 from invdesign.design.candidates import Candidates
 from invdesign.design.scoring import Scorer
-from invdesign.oracle.calculators import get_calculator
+from invdesign.oracle.calculators import CalculatorName, get_calculator
 from invdesign.oracle.executor import process_pool
 from invdesign.oracle.relax import RelaxationRunawayError, relax
 from invdesign.oracle.stability import STABLE_E_HULL, Hull
 
-__all__ = ["Relaxed", "relax_structures", "screen"]
+__all__ = ["Relaxed", "relax_candidates", "relax_structures", "screen"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ def relax_structures(structures: Sequence[Structure], calculator: str = "chgnet"
     input structure, the calculator and the pressure), and structures already in it are not
     relaxed again: an interrupted run loses nothing.
     """
+    if calculator not in get_args(CalculatorName):
+        raise ValueError(f"unknown calculator {calculator!r}: choose one of "
+                         f"{', '.join(get_args(CalculatorName))}")
     keys = [_key(s, calculator, pressure) for s in structures]
     done = _read_cache(Path(cache)) if cache is not None else {}
     todo = [i for i, k in enumerate(keys) if k not in done]
@@ -124,6 +128,37 @@ def _append_cache(path: Path, key: str, result: Relaxed) -> None:
         writer.writerow([key, result.status, result.energy_per_atom, result.rmsd, cif])
 
 
+def relax_candidates(designer: Designer, candidates: Candidates, *, scorer: Scorer | None = None,
+                     calculator: str = "chgnet", workers: int = 1, pressure: float = 0.0,
+                     cache: str | Path | None = None, n_jobs: int = 1) -> Candidates:
+    """`candidates` relaxed (`relax_structures`) and assessed again (`Designer.assess`:
+    validity, uniqueness, novelty, predictions of the relaxed crystals).
+
+    A candidate that was not decoded stays None; one whose relaxation failed keeps its input
+    structure. The table keeps the input's ids and `requested_*` columns and adds
+    `relax_status`, `relax_rmsd` (A) and `energy_per_atom` (eV/atom).
+    """
+    todo = [i for i, s in enumerate(candidates.structures) if s is not None]
+    results = relax_structures([candidates.structures[i] for i in todo], calculator, workers,
+                               cache, pressure)
+    relaxed: list[Relaxed | None] = [None] * len(candidates)
+    for i, result in zip(todo, results, strict=True):
+        relaxed[i] = result
+    structures = [r.structure or s if r is not None else None
+                  for r, s in zip(relaxed, candidates.structures, strict=True)]
+    assessed = designer.assess(structures, prefix="relaxed", scorer=scorer, n_jobs=n_jobs)
+    table = assessed.table
+    table["id"] = candidates.table["id"].to_numpy()
+    for name in candidates.table.columns:
+        if name.startswith("requested_"):
+            table[name] = candidates.table[name].to_numpy()
+    table["relax_status"] = [r.status if r is not None else "not decoded" for r in relaxed]
+    table["relax_rmsd"] = [r.rmsd if r is not None else math.nan for r in relaxed]
+    table["energy_per_atom"] = [r.energy_per_atom if r is not None else math.nan
+                                for r in relaxed]
+    return Candidates(assessed.structures, table)
+
+
 def screen(designer: Designer, candidates: Candidates, scorer: Scorer, hull: Hull | None, *,
            calculator: str = "chgnet", workers: int = 1, max_e_hull: float = STABLE_E_HULL,
            cache: str | Path | None = None) -> Candidates:
@@ -140,15 +175,10 @@ def screen(designer: Designer, candidates: Candidates, scorer: Scorer, hull: Hul
     """
     if not len(candidates):
         return candidates
-    relaxed = relax_structures(candidates.structures, calculator, workers, cache)
-    structures = [r.structure or s for r, s in zip(relaxed, candidates.structures, strict=True)]
-    assessed = designer.assess(structures, prefix="relaxed", scorer=scorer)
+    assessed = relax_candidates(designer, candidates, scorer=scorer, calculator=calculator,
+                                workers=workers, cache=cache)
     table = assessed.table
-    table["id"] = candidates.table["id"].to_numpy()
     table["objective_decoded"] = candidates.table["objective"].to_numpy()
-    table["relax_status"] = [r.status for r in relaxed]
-    table["relax_rmsd"] = [r.rmsd for r in relaxed]
-    table["energy_per_atom"] = [r.energy_per_atom for r in relaxed]
     ok = table["relax_status"].eq("ok").to_numpy()
     if hull is not None:
         table = hull.annotate(table, relaxed=ok)

@@ -65,6 +65,29 @@ def test_sample_writes_table_and_cifs(models, tmp_path):
     assert len(list((out / "cifs").glob("*.cif"))) == int(table["decoded"].sum())
 
 
+def test_sample_relax_relaxes_rechecks_and_resumes(models, tmp_path):
+    """`sample --relax` (EMT: offline; it knows Cu but not Na or Cl, so some relaxations fail
+    with a status): every decoded sample is relaxed once, a rerun relaxes nothing again."""
+    _, vae, _ = models
+    out = tmp_path / "relaxed"
+    args = ("sample", "--model", vae, "-n", "4", "--relax", "--relax-calculator", "emt",
+            "--pressure", "1", "--jobs", "1", "--out", out)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) == 4 and {"relax_status", "relax_rmsd", "energy_per_atom"} <= set(table)
+    decoded = table["decoded"].to_numpy(bool)
+    assert (table.loc[~decoded, "relax_status"] == "not decoded").all()
+    assert table.loc[decoded, "relax_status"].str.match(r"ok$|failed: ").all()
+    cache = out / "relaxations.csv"
+    assert len(pd.read_csv(cache)) == decoded.sum()
+    assert invoke(*args).exit_code == 0
+    assert len(pd.read_csv(cache)) == decoded.sum()
+    bad = invoke("sample", "--model", vae, "-n", "2", "--relax", "--relax-calculator", "lj",
+                 "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "unknowncalculator'lj'" in squeezed(bad.output)
+
+
 def test_evaluate_reconstruction_prints_json_last(models):
     data, vae, _ = models
     result = invoke("evaluate", "reconstruction", "--model", vae, "--data", data)
