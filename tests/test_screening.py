@@ -24,7 +24,7 @@ class _Designer:
     minus its volume per atom (so the ranking is known), the later of two equal formulas
     flagged as a duplicate."""
 
-    def assess(self, structures, *, prefix, scorer):
+    def assess(self, structures, *, prefix, scorer, n_jobs=1):
         formulas = [s.composition.reduced_formula for s in structures]
         table = pd.DataFrame({
             "id": [f"{prefix}-{i}" for i in range(len(structures))], "formula": formulas,
