@@ -164,6 +164,9 @@ def train_vae_cmd(
         help="Surrogate that scores this generator's candidates by default (recorded in the "
              "card), e.g. surrogate-elastic.")] = None,
     cache: Annotated[Path | None, typer.Option(help="Graph cache folder.")] = None,
+    pressure: Annotated[float, typer.Option(
+        help="Pressure (GPa) at which the data's crystals were relaxed (10 for Carbon-24); "
+             "recorded in the card as the default of `sample --relax`.")] = 0.0,
 ) -> None:
     """Train a property-conditioned crystal VAE; writes the checkpoint, the training structures
     (for novelty checks) and learning_curve.png to OUT, and prints held-out reconstruction."""
@@ -180,7 +183,7 @@ def train_vae_cmd(
     if split not in ("random", "composition"):
         _fail(f"--split must be 'random' or 'composition', got {split!r}")
     config = VAERunConfig(conditions=names, split=split, seed=seed, max_atoms=max_atoms,
-                          architecture=VAEArchitecture(latent=latent),
+                          pressure=pressure, architecture=VAEArchitecture(latent=latent),
                           train=VAETrainConfig(epochs=epochs, patience=patience, seed=seed,
                                                beta=beta))
     try:
@@ -298,9 +301,10 @@ def sample(
         = False,
     relax_calculator: Annotated[str, typer.Option(
         help=f"Potential of --relax: {_POTENTIALS}.")] = _SCREEN_POTENTIAL,
-    pressure: Annotated[float, typer.Option(
-        help="External pressure of --relax, GPa (e.g. 10 for Carbon-24, searched at 10 GPa).")]
-        = 0.0,
+    pressure: Annotated[float | None, typer.Option(
+        help="External pressure of --relax, GPa (default: the pressure the checkpoint's "
+             "training crystals were relaxed at, from its card: 10 for vae-carbon24, "
+             "else 0).")] = None,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign.api import Designer
@@ -313,6 +317,8 @@ def sample(
                                 temperature=temperature, prior=prior, screen=screen,
                                 denoise=denoise, charge_balance=charge_balance, n_jobs=jobs)
         if relax:
+            if pressure is None:
+                pressure = designer.generator.data_pressure
             cands = relax_candidates(designer, cands, calculator=relax_calculator, workers=jobs,
                                      pressure=pressure, cache=out / "relaxations.csv",
                                      n_jobs=jobs)

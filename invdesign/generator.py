@@ -70,6 +70,12 @@ class Generator:
     def config(self) -> VAEConfig:
         return self.model.config
 
+    @property
+    def data_pressure(self) -> float:
+        """Pressure (GPa) at which the training crystals were relaxed, as recorded in the card
+        (10 for Carbon-24, searched at 10 GPa); 0 when not recorded."""
+        return float(self.meta.get("data", {}).get("pressure_gpa", 0.0))
+
     @classmethod
     def load(cls, name_or_path: str | Path) -> Generator:
         """Load a checkpoint folder, or a shipped checkpoint by name (e.g. "vae-mp-binary")."""

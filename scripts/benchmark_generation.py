@@ -19,9 +19,10 @@ test split of this size (COV-P falls and COV-R rises as the test split shrinks).
 
 `--relaxed-coverage N` scores N samples of the shipped sampler twice: as decoded and after a
 CHGNet relaxation of each (cell and ions, `invdesign.screening.relax_structures`; results stream
-to `runs/relaxed-coverage-<model>.csv`, so a rerun resumes). Carbon-24 samples are relaxed at
-10 GPa, the pressure of the random search that produced the dataset (Pickard 2020); at zero
-pressure CHGNet expands them far below the dataset's densities. A failed relaxation leaves its
+to `runs/relaxed-coverage-<model>.csv`, so a rerun resumes) at the pressure the checkpoint's
+card records for its data: 10 GPa for vae-carbon24, the pressure of the random search that
+produced Carbon-24 (Pickard 2020); at zero pressure CHGNet expands them far below the
+dataset's densities. A failed relaxation leaves its
 sample out of the relaxed set (counted invalid). This is a post-processing step, not CDVAE's
 protocol, which scores raw samples.
 
@@ -159,9 +160,6 @@ def sampler_comparison(designer: Designer, test, dataset: str, args: argparse.Na
     return rows
 
 
-RELAX_PRESSURE_GPA = {"carbon_24": 10.0}  # the datasets' own relaxation pressure
-
-
 def relaxed_coverage(designer: Designer, name: str, test, dataset: str,
                      args: argparse.Namespace) -> dict[str, object]:
     """Generation metrics of `args.relaxed_coverage` samples as decoded and after a CHGNet
@@ -169,7 +167,7 @@ def relaxed_coverage(designer: Designer, name: str, test, dataset: str,
     samples = designer.generator.sample(args.relaxed_coverage, seed=0,
                                         accept=charge_balanced)[0]
     decoded = [s for s in samples if s is not None]
-    pressure = RELAX_PRESSURE_GPA.get(dataset, 0.0)
+    pressure = designer.generator.data_pressure  # the card's: 10 GPa for vae-carbon24
     start = time.perf_counter()
     relaxed = relax_structures(decoded, "chgnet", workers=args.jobs, pressure=pressure,
                                cache=Path("runs") / f"relaxed-coverage-{name}.csv")

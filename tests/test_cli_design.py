@@ -32,7 +32,7 @@ def models(_cache, nacl, cu, si, tmp_path_factory) -> tuple[Path, Path, Path]:
         vae = root / "vae"
         result = invoke("train", "vae", "--data", data, "--conditions", CONDITIONS,
                         "--epochs", "3", "--latent", "8", "--surrogate", str(surrogate),
-                        "--out", vae)
+                        "--pressure", "1.5", "--out", vae)
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         assert summary["out"] == str(vae) and 0 <= summary["match_rate"] <= 1
@@ -47,6 +47,7 @@ def test_train_vae_writes_checkpoint_reference_and_curve(models):
         assert (vae / name).is_file(), name
     card = json.loads((vae / "card.json").read_text())
     assert card["config"]["conditions"] == CONDITIONS.split(",")
+    assert card["meta"]["data"]["pressure_gpa"] == 1.5
     assert card["meta"]["surrogate"] == str(surrogate)
     assert "test_reconstruction" in card["meta"]["metrics"]
 
@@ -67,11 +68,12 @@ def test_sample_writes_table_and_cifs(models, tmp_path):
 
 def test_sample_relax_relaxes_rechecks_and_resumes(models, tmp_path):
     """`sample --relax` (EMT: offline; it knows Cu but not Na or Cl, so some relaxations fail
-    with a status): every decoded sample is relaxed once, a rerun relaxes nothing again."""
+    with a status): every decoded sample is relaxed once, at the pressure the card records
+    (1.5 GPa, `train vae --pressure`); a rerun relaxes nothing again."""
     _, vae, _ = models
     out = tmp_path / "relaxed"
     args = ("sample", "--model", vae, "-n", "4", "--relax", "--relax-calculator", "emt",
-            "--pressure", "1", "--jobs", "1", "--out", out)
+            "--jobs", "1", "--out", out)
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "candidates.csv")
@@ -81,7 +83,7 @@ def test_sample_relax_relaxes_rechecks_and_resumes(models, tmp_path):
     assert table.loc[decoded, "relax_status"].str.match(r"ok$|failed: ").all()
     cache = out / "relaxations.csv"
     assert len(pd.read_csv(cache)) == decoded.sum()
-    assert invoke(*args).exit_code == 0
+    assert invoke(*args, "--pressure", "1.5").exit_code == 0  # the card's pressure: cached
     assert len(pd.read_csv(cache)) == decoded.sum()
     bad = invoke("sample", "--model", vae, "-n", "2", "--relax", "--relax-calculator", "lj",
                  "--out", tmp_path / "bad")

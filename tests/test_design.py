@@ -18,6 +18,7 @@ from invdesign.design.latent import (
 )
 from invdesign.design.scoring import Scorer, pareto_rank
 from invdesign.featurize.graph import featurize_structures
+from invdesign.generator import Generator
 from invdesign.properties import derive_all
 from invdesign.train.ensemble import ArchitectureConfig
 from invdesign.train.pipeline import SurrogateRunConfig, train_surrogate
@@ -255,3 +256,9 @@ def test_a_short_result_says_why(designer, caplog):
         best = designer.optimize("E * alpha", n=500, budget=60, seed=0)
     assert len(best) < 500
     assert f"only {len(best)} of the 500" in caplog.text and "domain" in caplog.text
+
+
+def test_shipped_carbon24_records_its_datasets_pressure():
+    """Carbon-24 was searched at 10 GPa: `sample --relax` relaxes its samples there."""
+    assert Generator.load("vae-carbon24").data_pressure == 10.0
+    assert Generator.load("vae-perov5").data_pressure == 0.0

@@ -59,6 +59,7 @@ class VAERunConfig:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     max_atoms: int | None = None
+    pressure: float = 0.0  # GPa at which the data's crystals were relaxed (`sample --relax`)
     graph: GraphConfig = field(default_factory=GraphConfig)
     architecture: VAEArchitecture = field(default_factory=VAEArchitecture)
     train: VAETrainConfig = field(default_factory=VAETrainConfig)
@@ -137,7 +138,7 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
     best = history.best_epoch
     generator.meta = {
         "data": {"path": str(data), "sha256": file_sha256(data), "n_records": len(dataset),
-                 "skipped": len(dataset.summary.skipped)},
+                 "skipped": len(dataset.summary.skipped), "pressure_gpa": config.pressure},
         "split": split.to_dict(),
         "run_config": config.to_dict(),
         "train_seconds": history.seconds,
