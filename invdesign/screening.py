@@ -18,7 +18,6 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from pymatgen.core import Structure
 from invdesign.api import Designer
 from invdesign.design.candidates import Candidates
 from invdesign.design.scoring import Scorer
-from invdesign.oracle.calculators import CalculatorName, get_calculator
+from invdesign.oracle.calculators import check_calculator_name, get_calculator
 from invdesign.oracle.executor import process_pool
 from invdesign.oracle.relax import RelaxationRunawayError, relax
 from invdesign.oracle.stability import STABLE_E_HULL, Hull
@@ -75,9 +74,7 @@ def relax_structures(structures: Sequence[Structure], calculator: str = "chgnet"
     input structure, the calculator and the pressure), and structures already in it are not
     relaxed again: an interrupted run loses nothing.
     """
-    if calculator not in get_args(CalculatorName):
-        raise ValueError(f"unknown calculator {calculator!r}: choose one of "
-                         f"{', '.join(get_args(CalculatorName))}")
+    check_calculator_name(calculator)
     keys = [_key(s, calculator, pressure) for s in structures]
     done = _read_cache(Path(cache)) if cache is not None else {}
     todo = [i for i, k in enumerate(keys) if k not in done]

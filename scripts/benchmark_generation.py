@@ -22,9 +22,8 @@ CHGNet relaxation of each (cell and ions, `invdesign.screening.relax_structures`
 to `runs/relaxed-coverage-<model>.csv`, so a rerun resumes) at the pressure the checkpoint's
 card records for its data: 10 GPa for vae-carbon24, the pressure of the random search that
 produced Carbon-24 (Pickard 2020); at zero pressure CHGNet expands them far below the
-dataset's densities. A failed relaxation leaves its
-sample out of the relaxed set (counted invalid). This is a post-processing step, not CDVAE's
-protocol, which scores raw samples.
+dataset's densities. A failed relaxation leaves its sample out of the relaxed set (counted
+invalid). This is a post-processing step, not CDVAE's protocol, which scores raw samples.
 
 Reconstruction encodes with latent refinement (`--refine-steps`, our encoder) and also reports
 the one-shot encoder alone, CDVAE's protocol.

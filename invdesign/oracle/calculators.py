@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 
 from ase.calculators.calculator import Calculator
 
-__all__ = ["DEFAULT_CALCULATOR", "CalculatorName", "get_calculator", "supported_elements"]
+__all__ = ["DEFAULT_CALCULATOR", "CalculatorName", "check_calculator_name", "get_calculator",
+           "supported_elements"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ _SEVENN_MODELS: dict[str, dict[str, str]] = {
 _CHGNET_MAX_Z = 94
 
 
-def _check_name(name: str) -> None:
+def check_calculator_name(name: str) -> None:
+    """Raise a ValueError naming the choices when `name` is not a known calculator."""
     if name not in _NAMES:
         raise ValueError(f"unknown calculator {name!r}: choose one of {', '.join(_NAMES)}")
 
@@ -57,7 +59,7 @@ def get_calculator(name: CalculatorName, **kw: Any) -> Calculator:
         ValueError: Unknown name.
         ImportError: The package behind `name` is not installed (message says which).
     """
-    _check_name(name)
+    check_calculator_name(name)
     return _build(name, tuple(sorted(kw.items())))
 
 
@@ -107,7 +109,7 @@ def supported_elements(name: CalculatorName) -> frozenset[str]:
     Returns:
         The set of supported element symbols. For "sevenn" the calculator is built to read it.
     """
-    _check_name(name)
+    check_calculator_name(name)
     if name == "emt":
         from ase.calculators.emt import parameters
 

@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from invdesign.oracle.calculators import DEFAULT_CALCULATOR, CalculatorName
+from invdesign.oracle.calculators import (
+    DEFAULT_CALCULATOR,
+    CalculatorName,
+    check_calculator_name,
+)
 from invdesign.oracle.oracle import CSV_COLUMNS, OracleConfig, OracleResult, run_oracle
 
 __all__ = ["completed_ids", "process_pool", "read_results", "run_many"]
@@ -303,9 +307,7 @@ def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
             results of another potential.
         ImportError: `ray_address` given but ray not installed, or the calculator's package.
     """
-    if calculator not in get_args(CalculatorName):
-        raise ValueError(f"unknown calculator {calculator!r}: choose one of "
-                         f"{', '.join(get_args(CalculatorName))}")
+    check_calculator_name(calculator)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out_csv = Path(out_csv)
