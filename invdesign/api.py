@@ -22,9 +22,9 @@ from pymatgen.core import Composition, Element, Structure
 
 from invdesign.data.archive import read_structures
 from invdesign.design.candidates import Candidates
-from invdesign.design.domain import MIN_FORMULAS, CompositionDomain
 from invdesign.design.latent import cma_es, gradient_ascent, soft_geometry, trust_radius
 from invdesign.design.scoring import ScoreMode, Scorer, pareto_rank
+from invdesign.featurize.domain import MIN_FORMULAS, ApplicabilityDomain, CompositionDomain
 from invdesign.generator import (
     REFERENCE_FILE,
     REFERENCE_PROPERTIES_FILE,
@@ -73,17 +73,19 @@ class Designer:
         self.surrogate = surrogate
         self._reference_structures = reference
         self._reference_index: ReferenceIndex | None = None
-        self._element_counts: tuple[int, int] | None = None  # fewest and most elements
-        self.domain: CompositionDomain | None = None  # chemistry the surrogate has seen
+        self.applicability: ApplicabilityDomain | None = None  # what the surrogate has seen
         if reference_properties is not None and "formula" in reference_properties:
-            known = _n_elements(reference_properties["formula"])
-            if len(known):
-                self._element_counts = (int(known.min()), int(known.max()))
+            targets = surrogate.targets if surrogate is not None else []
             try:
-                self.domain = CompositionDomain(reference_properties["formula"])
-            except ValueError:  # too few distinct formulas to set a threshold: no check
-                logger.info("no composition domain: fewer than %d distinct formulas",
-                            MIN_FORMULAS)
+                self.applicability = ApplicabilityDomain.from_training(
+                    reference_properties["formula"].dropna(),
+                    {t: reference_properties[t] for t in targets if t in reference_properties})
+            except ValueError:  # no usable formula: predictions are only checked for NaN
+                logger.info("no applicability domain: no usable training formula")
+            else:
+                if self.applicability.composition is None:
+                    logger.info("no composition domain: fewer than %d distinct formulas",
+                                MIN_FORMULAS)
 
     @classmethod
     def load(cls, name_or_path: str | Path = "mp-binary", *,
@@ -98,6 +100,11 @@ class Designer:
         labels = (read_labels(folder / REFERENCE_PROPERTIES_FILE)
                   if (folder / REFERENCE_PROPERTIES_FILE).is_file() else None)
         return cls(generator, scorer, reference, labels)
+
+    @property
+    def domain(self) -> CompositionDomain | None:
+        """Nearest-training-composition check (None without enough training formulas)."""
+        return self.applicability.composition if self.applicability is not None else None
 
     @property
     def reference_structures(self) -> Sequence[Structure]:
@@ -143,9 +150,10 @@ class Designer:
             scores = scorer.evaluate(self.surrogate, [structures[i] for i in ok])
             scores.index = ok
             table = table.join(scores)
+            domain = self._assess_domain(table)
             if self.domain is not None:
-                table["composition_distance"] = self.domain.distance(table["formula"].fillna(""))
-            table["in_domain"] = self.in_domain(table)
+                table["composition_distance"] = domain["composition_distance"].to_numpy()
+            table["in_domain"] = domain["in_domain"].to_numpy()
         return Candidates(list(structures), table)
 
     def in_domain(self, table: pd.DataFrame) -> np.ndarray:
@@ -154,28 +162,21 @@ class Designer:
         within the training data's range: beyond it the surrogate extrapolates (a model
         trained on binaries knows nothing of elemental or ternary phases, nor of molecular
         solids such as OF2), and an optimiser would chase its errors."""
-        ok = np.ones(len(table), dtype=bool)
-        if self.surrogate is None:
-            return ok
-        labels = self.reference_properties
-        if self._element_counts is not None and "formula" in table:
-            n = _n_elements(table["formula"])
-            ok &= (n >= self._element_counts[0]) & (n <= self._element_counts[1])
-        if self.domain is not None and "formula" in table:
-            distance = (table["composition_distance"].to_numpy(dtype=float)
-                        if "composition_distance" in table else self.domain.distance(
-                            table["formula"].fillna("")))
-            ok &= distance <= self.domain.threshold
-        for name in self.surrogate.targets:
-            if name not in table:
-                return np.zeros(len(table), dtype=bool)
-            value = table[name].to_numpy(dtype=float)
-            if labels is not None and name in labels:
-                lo, hi = np.nanmin(labels[name]), np.nanmax(labels[name])
-                ok &= (value >= lo) & (value <= hi)
-            else:
-                ok &= np.isfinite(value)
-        return ok
+        return self._assess_domain(table)["in_domain"].to_numpy(dtype=bool)
+
+    def _assess_domain(self, table: pd.DataFrame) -> pd.DataFrame:
+        """`ApplicabilityDomain.assess` of a scored table (all inside without a surrogate;
+        all outside when a target column is missing)."""
+        n = len(table)
+        if self.surrogate is None or any(t not in table for t in self.surrogate.targets):
+            inside = self.surrogate is None
+            return pd.DataFrame({"composition_distance": np.full(n, np.nan),
+                                 "in_domain": np.full(n, inside)})
+        predictions = {t: table[t].to_numpy(dtype=float) for t in self.surrogate.targets}
+        domain = self.applicability or ApplicabilityDomain((), (0, 0))
+        formulas = (table["formula"].tolist() if "formula" in table and
+                    self.applicability is not None else None)
+        return domain.assess(formulas, predictions, n=n)
 
     # ----- sampling ---------------------------------------------------------------------------
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
@@ -315,10 +316,6 @@ def read_labels(path: Path) -> pd.DataFrame:
         if col not in ("id", "formula"):
             table[col] = pd.to_numeric(table[col], errors="coerce")
     return table
-
-
-def _n_elements(formulas: pd.Series) -> np.ndarray:
-    return np.array([len(Composition(f)) if isinstance(f, str) and f else 0 for f in formulas])
 
 
 def _head_objective(generator: Generator, scorer: Scorer, z: np.ndarray) -> np.ndarray:

@@ -561,18 +561,31 @@ def predict(
     dataset = _load_or_fail(data)
     if not len(dataset):
         _fail(f"{data}: no usable structures")
-    table = surrogate.predict(dataset.structures, dataset.ids, temperature=temperature)
+    table = surrogate.predict(dataset.structures, dataset.ids, temperature=temperature,
+                              domain=True)
     table.insert(1, "formula", [s.composition.reduced_formula for s in dataset.structures])
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     preview = Table(title=f"{len(table)} predictions -> {out}")
-    cols = ["id", "formula", *surrogate.targets][:6]
+    cols = ["id", "formula", *surrogate.targets][:5]
+    if "in_domain" in table:
+        cols.append("in_domain")
     for col in cols:
         preview.add_column(col)
     for _, row in table.head(10).iterrows():
         preview.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
                           for c in cols])
-    Console().print(preview)
+    console = Console()
+    console.print(preview)
+    if "in_domain" not in table:
+        console.print(f"{model}: its card records no training domain, so extrapolations are "
+                      "not flagged")
+    elif not table["in_domain"].all():
+        outside = table.loc[~table["in_domain"].astype(bool)]
+        console.print(f"[yellow]{len(outside)} of {len(table)} structures lie outside the "
+                      f"surrogate's training domain (first: {outside['id'].iloc[0]}, "
+                      f"{outside['domain_note'].iloc[0]}); their predictions are "
+                      "extrapolations: see the in_domain and domain_note columns.[/yellow]")
 
 
 def oracle_command(

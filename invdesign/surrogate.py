@@ -20,6 +20,7 @@ import torch
 from pymatgen.core import Structure
 
 from invdesign.data.validate import MAX_Z
+from invdesign.featurize.domain import ApplicabilityDomain
 from invdesign.featurize.graph import CrystalGraph, GraphConfig, featurize_structures
 from invdesign.models.cgcnn import CGCNNConfig
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
@@ -91,6 +92,13 @@ class Surrogate:
     def n_members(self) -> int:
         return len(self.state_dicts)
 
+    @property
+    def domain(self) -> ApplicabilityDomain | None:
+        """The training data's element counts, chemistry and label ranges, when the card
+        records them (`meta["domain"]`)."""
+        payload = self.meta.get("domain")
+        return ApplicabilityDomain.from_dict(payload) if payload is not None else None
+
     @classmethod
     def load(cls, name_or_path: str | Path) -> Surrogate:
         """Load a checkpoint folder, or a shipped checkpoint by name (e.g. "surrogate-elastic")."""
@@ -118,14 +126,28 @@ class Surrogate:
         return to_physical(self.targets, raw) if physical else raw
 
     def predict(self, structures: Sequence[Structure], ids: Sequence[str] | None = None, *,
-                derived: bool = True, temperature: float = 300.0) -> pd.DataFrame:
+                derived: bool = True, temperature: float = 300.0,
+                domain: bool = False) -> pd.DataFrame:
         """One row per structure: `id`, each target and `<target>_std` in physical units.
 
         Log-transformed targets (moduli) are reported as the geometric mean over members; `_std`
         is the spread of the members in physical units. With `derived` and both K and G among
         the targets, derived properties and their ensemble spread are added. A structure with
         an element beyond `MAX_Z` gets a row of NaN (logged) instead of failing the batch.
+        With `domain` and a checkpoint that records its training domain, the columns of
+        `ApplicabilityDomain.assess` (`composition_distance`, `in_domain`, `domain_note`)
+        say which predictions are extrapolations.
         """
+        table = self._predict(structures, ids, derived=derived, temperature=temperature)
+        known = self.domain if domain else None
+        if known is not None:
+            formulas = [s.composition.reduced_formula for s in structures]
+            checked = known.assess(formulas, {t: table[t] for t in self.targets})
+            table = pd.concat([table, checked], axis=1)
+        return table
+
+    def _predict(self, structures: Sequence[Structure], ids: Sequence[str] | None, *,
+                 derived: bool, temperature: float) -> pd.DataFrame:
         ids = list(ids) if ids is not None else [str(i) for i in range(len(structures))]
         heavy = [i for i, s in enumerate(structures)
                  if max((e.Z for e in s.composition.elements), default=0) > MAX_Z]
@@ -134,8 +156,8 @@ class Surrogate:
                            "(first: %s)", len(heavy), MAX_Z, ids[heavy[0]])
             skip = set(heavy)
             good = [i for i in range(len(structures)) if i not in skip]
-            part = self.predict([structures[i] for i in good], [ids[i] for i in good],
-                                derived=derived, temperature=temperature)
+            part = self._predict([structures[i] for i in good], [ids[i] for i in good],
+                                 derived=derived, temperature=temperature)
             full = part.set_index(pd.Index(good)).reindex(range(len(structures)))
             full["id"] = ids
             return full.reset_index(drop=True)

@@ -5,7 +5,10 @@ vs |error|, training wall time, inference throughput) and writes a parity plot.
 
     python scripts/benchmark_surrogate.py --out checkpoints/surrogate-elastic
 
-With --evaluate-only the checkpoint in --out is scored on the test split recorded in its card.
+With --evaluate-only the checkpoint in --out is scored on the test split recorded in its card;
+`--record-domain` also writes the applicability domain of its training part into the card
+(checkpoints trained before cards carried one). The test crystals are scored inside and outside
+that domain separately: `invdesign predict` flags the rows outside it.
 
 With --labels (an oracle label table from `invdesign label`) the ensemble also learns the
 oracle's thermal expansion (`thermal_expansion_oracle`) where the table has it, by default
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -34,7 +39,7 @@ from invdesign.data import Split, read_labels, shared_mp_elasticity
 from invdesign.data.examples import REFERENCES
 from invdesign.oracle import LABEL_PROPERTIES
 from invdesign.plots import parity
-from invdesign.surrogate import Surrogate, to_model_space
+from invdesign.surrogate import Surrogate, to_model_space, to_physical
 from invdesign.train.pipeline import (
     SurrogateRunConfig,
     evaluate_predictions,
@@ -42,6 +47,7 @@ from invdesign.train.pipeline import (
     load_training_data,
     save_run,
     train_surrogate,
+    training_domain,
 )
 from invdesign.train.surrogate import TrainConfig
 
@@ -103,6 +109,29 @@ def alpha_agreement(surrogate: Surrogate, structures, alpha_oracle: np.ndarray) 
     return out
 
 
+def domain_errors(surrogate: Surrogate, structures: list, members: np.ndarray,
+                  truth: np.ndarray) -> dict | None:
+    """Test MAE (model space) inside and outside the checkpoint's applicability domain, and
+    the commonest reasons for lying outside; None when the card records no domain."""
+    domain = surrogate.domain
+    if domain is None:
+        return None
+    point = members.mean(0)
+    physical = {t: to_physical([t], point[:, [j]])[:, 0] for j, t in enumerate(surrogate.targets)}
+    checked = domain.assess([s.composition.reduced_formula for s in structures], physical)
+    inside = checked["in_domain"].to_numpy(dtype=bool)
+    mae = {}
+    for j, name in enumerate(surrogate.targets):
+        err = np.abs(point[:, j] - truth[:, j])
+        have = np.isfinite(err)
+        mae[name] = {part: float(np.mean(err[have & mask])) if (have & mask).any() else None
+                     for part, mask in (("inside", inside), ("outside", ~inside))}
+    reasons = Counter(re.sub(r"\d[\d.e+-]*", "#", note)  # numbers out: reasons by kind
+                      for notes in checked["domain_note"] if notes for note in notes.split("; "))
+    return {"n": len(inside), "inside": int(inside.sum()), "mae": mae,
+            "reasons": reasons.most_common()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=shared_mp_elasticity())
@@ -118,6 +147,9 @@ def main() -> None:
     parser.add_argument("--init-from", default=None, help="checkpoint to transfer from")
     parser.add_argument("--freeze-conv", action="store_true")
     parser.add_argument("--patience", type=int, default=40)
+    parser.add_argument("--record-domain", action="store_true",
+                        help="with --evaluate-only: write the training part's applicability "
+                             "domain into the checkpoint's card")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.data is None:
@@ -148,10 +180,14 @@ def main() -> None:
         save_run(run, args.out)
         surrogate, split, train_seconds = run.surrogate, run.split, run.metrics["train_seconds"]
 
+    if args.evaluate_only and args.record_domain:
+        surrogate.meta["domain"] = training_domain(dataset, split, targets).to_dict()
+        surrogate.save(args.out)
     y = to_model_space(targets, dataset.targets(targets))
     test_structures = [dataset[int(i)].structure for i in split.test]
     members = surrogate.predict_members(surrogate.featurize(test_structures), physical=False)
     test = evaluate_predictions(targets, members, y[split.test])
+    by_domain = domain_errors(surrogate, test_structures, members, y[split.test])
     knn = knn_baseline_metrics(dataset, split, y, targets)
     parity(y[split.test], members.mean(0), members.std(0),
            [f"log10 {SHORT.get(t, t)}" for t in targets], args.out / "parity.png",
@@ -180,12 +216,19 @@ def main() -> None:
               "(MAE log10, Spearman): " + "; ".join(
                   f"{c} {alpha[c]['mae_log10']:.3f}, {alpha[c]['spearman']:.2f}"
                   for c in ("thermal_expansion", ALPHA_ORACLE)))
+    if by_domain is not None:
+        print(f"\ntest crystals inside the training domain: {by_domain['inside']} of "
+              f"{by_domain['n']}; MAE (log10) inside / outside: " + "; ".join(
+                  f"{SHORT.get(t, t)} {v['inside']:.4f} / {v['outside']:.4f}"
+                  for t, v in by_domain["mae"].items()))
+        print("outside because: " + "; ".join(f"{r} ({c})" for r, c in by_domain["reasons"]))
     print(f"\nensemble members: {surrogate.n_members}; training wall time: "
           f"{train_seconds / 60:.1f} min; inference: {rate:.0f} structures/s "
           f"({len(small)} cells of <= 20 atoms, featurisation included, "
           f"{torch.get_num_threads()} threads)")
     print("\n" + reference_table(surrogate))
     summary = {"date": str(date.today()), "test": test, "knn": knn, "alpha_vs_oracle": alpha,
+               "test_by_domain": by_domain,
                "train_seconds": train_seconds,
                "structures_per_second": rate, "split_sizes": [len(split.train), len(split.val),
                                                               len(split.test)]}

@@ -84,6 +84,9 @@ def _check_checkpoint(folder: Path) -> None:
     assert card["config"]["targets"] == list(TARGETS)
     assert card["meta"]["run_config"]["n_members"] == 2
     assert card["meta"]["split"]["method"] == "random"
+    domain = card["meta"]["domain"]  # the training part's formulas, element counts, ranges
+    assert set(domain["formulas"]) <= {"NaCl", "Cu", "Si"} and domain["formulas"]
+    assert set(domain["target_ranges"]) == set(TARGETS)
 
 
 def test_train_with_space_separated_targets(model_dir):
@@ -108,6 +111,20 @@ def test_predict_writes_one_row_per_cif(model_dir, example_cifs, tmp_path):
         assert col in table.columns, f"{col} not in {list(table.columns)}"
     assert table.set_index("id").loc["NaCl", "formula"] == "NaCl"
     assert (table["bulk_modulus_vrh"] > 0).all() and (table["bulk_modulus_vrh_std"] >= 0).all()
+    assert {"in_domain", "domain_note"} <= set(table.columns)
+
+
+def test_predict_flags_extrapolation_with_the_shipped_surrogate(example_cifs, tmp_path):
+    """The shipped surrogate saw MP binaries only: an element is an extrapolation (with the
+    reason given), NaCl (in its training part) is not."""
+    out = tmp_path / "predictions.csv"
+    result = invoke("predict", "--data", example_cifs, "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out, keep_default_na=False).set_index("id")
+    assert table.loc["NaCl", "in_domain"] and table.loc["NaCl", "domain_note"] == ""
+    assert not table.loc["Cu", "in_domain"]
+    assert table.loc["Cu", "domain_note"].startswith("1 element (trained on 2)")
+    assert "outsidethesurrogate'strainingdomain" in squeezed(result.output)
 
 
 def test_models_lists_checkpoints(model_dir, monkeypatch):

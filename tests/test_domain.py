@@ -1,14 +1,16 @@
-"""Applicability domain of compositions (`CompositionDomain`)."""
+"""Applicability domain: compositions (`CompositionDomain`), element counts and label
+ranges (`ApplicabilityDomain`)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 
-from invdesign.design.domain import MIN_FORMULAS, CompositionDomain
 from invdesign.featurize.composition import composition_descriptor, formula_descriptor
+from invdesign.featurize.domain import MIN_FORMULAS, ApplicabilityDomain, CompositionDomain
 
 METALS = ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Ti", "Zr", "Fe", "Ni", "Cu", "Zn"]
 ANIONS = ["O", "F", "Cl", "S", "N"]
@@ -37,3 +39,34 @@ def test_unparsable_formulas_are_outside_and_small_sets_are_refused():
     assert not domain.contains(["Xx2"]).any()
     with pytest.raises(ValueError, match=f"at least {MIN_FORMULAS}"):
         CompositionDomain(TRAINING[:10] * 10)
+
+
+def test_applicability_domain_says_why_a_row_is_outside():
+    k = np.linspace(20, 300, len(TRAINING))
+    domain = ApplicabilityDomain.from_training([*TRAINING, "not a formula"],
+                                               {"bulk_modulus_vrh": [*k, np.nan]})
+    assert domain.element_counts == (2, 2)
+    assert domain.target_ranges["bulk_modulus_vrh"] == (20.0, 300.0)
+    checked = domain.assess(["NaCl", "Cu", "MgAl2O4", "OF2", "MgO", "??"],
+                            {"bulk_modulus_vrh": [24, 140, 200, 100, 900, np.nan]})
+    assert checked["in_domain"].tolist() == [True, False, False, False, False, False]
+    notes = checked["domain_note"].tolist()
+    assert notes[0] == "" and checked["composition_distance"][0] == 0.0
+    assert notes[1].startswith("1 element (trained on 2)")
+    assert notes[2] == "3 elements (trained on 2)"
+    assert notes[3].startswith("unfamiliar chemistry (distance")
+    assert notes[4] == "bulk_modulus_vrh 900 outside training range 20-300"
+    assert notes[5] == "unparsable formula; no bulk_modulus_vrh prediction"
+
+
+def test_applicability_domain_round_trips_and_works_without_formulas():
+    domain = ApplicabilityDomain.from_training(TRAINING, {"shear_modulus_vrh": [10.0, 50.0]})
+    again = ApplicabilityDomain.from_dict(json.loads(json.dumps(domain.to_dict())))
+    assert again == domain and len(again.formulas) == len(set(TRAINING))
+    checked = again.assess(None, {"shear_modulus_vrh": [30.0, 60.0]}, n=2)
+    assert checked["in_domain"].tolist() == [True, False]
+    small = ApplicabilityDomain.from_training(["NaCl", "KCl"])
+    assert small.composition is None  # too few formulas for a chemistry threshold
+    assert small.assess(["RbCl", "Rb"])["in_domain"].tolist() == [True, False]
+    with pytest.raises(ValueError, match="at least one training formula"):
+        ApplicabilityDomain.from_training(["??"])

@@ -25,6 +25,7 @@ from invdesign.data import (
     random_split,
 )
 from invdesign.featurize.composition import composition_descriptors
+from invdesign.featurize.domain import ApplicabilityDomain
 from invdesign.featurize.graph import GraphConfig, featurize_structures, n_global_features
 from invdesign.models.knn import KNNBaseline
 from invdesign.plots import learning_curves
@@ -172,6 +173,7 @@ def train_surrogate(
         "split": split.to_dict(),
         "run_config": config.to_dict(),
         "metrics": metrics,
+        "domain": training_domain(dataset, split, config.targets).to_dict(),
     }
     if init_from is not None:
         source_test = init_from.meta.get("metrics", {}).get("test", {})
@@ -180,6 +182,17 @@ def train_surrogate(
             "targets": list(init_from.targets),
             "test_mae": {t: m["mae"] for t, m in source_test.items() if isinstance(m, dict)}}
     return RunResult(surrogate, split, metrics, members)
+
+
+def training_domain(dataset: CrystalDataset, split: Split, targets: Sequence[str]
+                    ) -> ApplicabilityDomain:
+    """The applicability domain of the training part: its formulas, element counts and the
+    range of each target's labels (physical units)."""
+    idx = split.train
+    labels = dataset.targets(targets)[idx]
+    return ApplicabilityDomain.from_training(
+        [dataset.structures[i].composition.reduced_formula for i in idx],
+        {name: labels[:, j] for j, name in enumerate(targets)})
 
 
 def load_training_data(data: str | Path, config: SurrogateRunConfig,
