@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -402,13 +403,30 @@ def generate(
              f"top of {len(best)} valid, unique, novel candidates -> {out}")
     preview = Table(title=title)
     for col in show:
-        preview.add_column(col)
+        preview.add_column(_HEADERS.get(col, (col,))[0], no_wrap=True,
+                           justify="left" if col in ("id", "formula") else "right")
     for _, row in best.table.head(10).iterrows():
-        preview.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
-                          for c in show])
+        preview.add_row(*[_cell(row[c], *_HEADERS.get(c, (c, 1.0, ".4g"))[1:]) for c in show])
     Console().print(preview)
     if verify > 0 and len(best):
         _verify_top(best, verify, out / "verified.csv", workers, calculator)
+
+
+# column -> (terminal header, scale, format): a top-10 table that fits 80 columns
+_HEADERS = {"rank": ("#", 1.0, "d"), "objective": ("objective", 1.0, ".3g"),
+            "objective_std": ("± std", 1.0, ".2g"),
+            "bulk_modulus_vrh": ("K GPa", 1.0, ".0f"), "shear_modulus_vrh": ("G GPa", 1.0, ".0f"),
+            "thermal_expansion": ("α 1e-6/K", 1e6, ".1f"),
+            "e_above_hull": ("E_hull eV", 1.0, ".3f")}
+
+
+def _cell(value, scale: float = 1.0, spec: str = ".4g") -> str:
+    """A table cell: numbers scaled and formatted, everything else as text."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy bools too
+        return str(value)
+    if not math.isfinite(value):
+        return "-"
+    return format(int(value) if spec == "d" else float(value) * scale, spec)
 
 
 def _physics_screen(objectives: list[str], constraints: list[str] | None, score: str,
