@@ -619,6 +619,11 @@ def oracle_command(
     thermal: Annotated[bool, typer.Option(
         help="Thermal-expansion stage (--no-thermal: relaxation and moduli only, about half "
              "the time).")] = True,
+    thermal_method: Annotated[str, typer.Option(
+        help="Thermal expansion by 'agl' (Debye-Grueneisen on the E(V) curve) or "
+             "'phonon-qha' (phonopy finite displacements at 7 volumes: every mode counts, "
+             "so negative-Grueneisen crystals such as Si come out right; tens of times "
+             "slower).")] = "agl",
     calibration: Annotated[Path | None, typer.Option(
         help="Oracle -> DFT calibration JSON: K, G and E on the DFT (PBE) scale, and alpha "
              "from their Poisson ratio, go to OUT with the suffix .calibrated.csv (verify: "
@@ -634,7 +639,8 @@ def oracle_command(
     try:
         table = run_many([(r.id, r.structure) for r in dataset], out, calculator=calculator,
                          workers=workers, temperature=temperature, ray_address=ray_address,
-                         config=OracleConfig(thermal=thermal),
+                         config=OracleConfig(thermal=thermal,
+                                             thermal_method=thermal_method),  # type: ignore[arg-type]
                          structures_dir=_relaxed_dir(out) if ctx.info_name == "verify" else None)
     except (ValueError, ImportError) as err:
         _fail(str(err))

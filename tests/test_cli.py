@@ -274,3 +274,18 @@ def test_training_progress_logs_plain_lines_when_not_on_a_terminal(capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(lines) == 20
     assert lines[-1].startswith("training 40/40") and lines[-1].endswith("val loss 0.025")
+
+
+def test_verify_with_phonon_qha_and_a_clear_error_for_an_unknown_method(tmp_path, cu):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cu.to(filename=str(folder / "cu.cif"))
+    out = tmp_path / "verify.csv"
+    args = ("verify", "--candidates", folder, "--out", out, "--calculator", "emt")
+    result = invoke(*args, "--thermal-method", "phonon-qha")
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(out).iloc[0]
+    assert row["status"] == "ok" and 10e-6 < row["alpha_300K"] < 30e-6
+    assert np.isnan(row["eos_V0"])  # phonon QHA fits no AGL equation of state
+    bad = invoke(*args, "--thermal-method", "phonons")
+    assert bad.exit_code == 2 and "thermal_method" in bad.output

@@ -337,7 +337,9 @@ def calibrated_results(results: pd.DataFrame, calibration: Calibration, *,
     Debye-Grueneisen model rerun on the same E(V) fit with the Poisson ratio of the calibrated
     K and G (the potential's soft G otherwise inflates gamma and alpha). NaN where the oracle
     gave no positive modulus or no EOS, and for rows whose `status` is not "ok" (their EOS fit
-    may be the reason); `temperature` (K) is the one the oracle ran at."""
+    may be the reason); `temperature` (K) is the one the oracle ran at. Phonon-QHA rows
+    (`OracleConfig.thermal_method`) keep their alpha and gamma, which no Poisson ratio
+    enters (and get no calibrated Debye temperature: they record no EOS volume)."""
     out = results.copy()
     needed = {*calibration.moduli, *(f.covariate for f in calibration.fits)} - {""}
     missing = sorted(needed - set(out.columns))
@@ -355,6 +357,10 @@ def calibrated_results(results: pd.DataFrame, calibration: Calibration, *,
     if set(_EOS_COLUMNS) <= set(out.columns) and "alpha_300K" in out.columns:
         nu = poisson_ratio(calibrated["K_vrh"], calibrated["G_vrh"])
         thermal = _recomputed_thermal(out, nu, temperature)
+        phonons = _phonon_rows(out)  # phonon QHA: no EOS, and alpha does not use nu
+        for name in ("gruneisen", "alpha_300K"):
+            raw = pd.to_numeric(out[name], errors="coerce").to_numpy(float)
+            thermal[name] = np.where(phonons, raw, thermal[name])
         for name in ("gruneisen", "debye_temperature", "alpha_300K"):
             at = out.columns.get_loc(name) + 1 if name in out.columns else len(out.columns)
             out.insert(at, f"{name}_calibrated", thermal[name])
@@ -362,6 +368,15 @@ def calibrated_results(results: pd.DataFrame, calibration: Calibration, *,
 
 
 _EOS_COLUMNS = ("n_atoms", "mass_amu", "eos_V0", "eos_B0", "eos_B1")
+
+
+def _phonon_rows(results: pd.DataFrame) -> np.ndarray:
+    """Rows whose alpha came from phonon QHA: "ok" with alpha but no EOS fit (the AGL stage
+    always records its EOS)."""
+    eos = results[list(_EOS_COLUMNS[2:])].apply(pd.to_numeric, errors="coerce")
+    alpha = pd.to_numeric(results["alpha_300K"], errors="coerce")
+    ok = results["status"].eq("ok") if "status" in results else True
+    return (ok & alpha.notna() & eos.isna().all(axis=1)).to_numpy(bool)
 
 
 def _recomputed_thermal(results: pd.DataFrame, poisson: np.ndarray,

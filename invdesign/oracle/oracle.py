@@ -1,4 +1,5 @@
-"""One oracle run on one structure: relax -> elastic tensor -> AGL thermal expansion.
+"""One oracle run on one structure: relax -> elastic tensor -> thermal expansion (AGL's
+Debye-Grueneisen model by default, phonon QHA with phonopy as the slower option).
 
 `run_oracle` never raises for a bad structure: cheap pre-checks (overlapping atoms, isolated
 atoms, elements the potential does not know, disorder) and every failure inside a stage become
@@ -13,7 +14,7 @@ import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
@@ -27,9 +28,10 @@ from invdesign.oracle.calculators import (
     supported_elements,
 )
 from invdesign.oracle.elastic import DEFAULT_STRAINS, elastic_tensor
+from invdesign.oracle.phonons import phonon_thermal_expansion
 from invdesign.oracle.relax import Optimizer, RelaxationRunawayError, relax, to_structure
 from invdesign.oracle.thermal import DEFAULT_N_VOLUMES, GruneisenModel, thermal_expansion
-from invdesign.properties.derived import poisson_ratio, youngs_modulus
+from invdesign.properties.derived import debye_temperature, poisson_ratio, youngs_modulus
 
 __all__ = ["CSV_COLUMNS", "LABEL_PROPERTIES", "OracleConfig", "OracleResult", "run_oracle"]
 
@@ -48,6 +50,9 @@ CSV_COLUMNS: tuple[str, ...] = (
 # property each becomes. K and G are not among them: the training data has DFT values.
 LABEL_PROPERTIES: dict[str, str] = {"alpha_300K": "thermal_expansion_oracle"}
 _MAX_MESSAGE = 200  # characters of an exception message kept in a status
+
+ThermalMethod = Literal["agl", "phonon-qha"]
+THERMAL_METHODS: tuple[str, ...] = ("agl", "phonon-qha")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +80,13 @@ class OracleConfig:
         neighbour_cutoff: Pre-check: every atom needs a neighbour within this distance, A.
         thermal: Run the thermal-expansion stage (False: relaxation and elastic moduli only,
             about half the time; alpha stays NaN and a stable structure is "ok").
+        thermal_method: "agl" (Debye-Grueneisen on the E(V) curve, `oracle.thermal`) or
+            "phonon-qha" (every phonon mode by finite displacements, `oracle.phonons`: needs
+            phonopy, tens of times slower; catches negative-Grueneisen modes). With
+            "phonon-qha" the Debye temperature is the elastic (Anderson) one, the Grueneisen
+            parameter the thermodynamic one, and the EOS columns stay NaN.
+        phonon_supercell: Smallest distance between opposite supercell faces for phonons, A.
+        phonon_volume_range: Largest relative volume change of the phonon QHA.
     """
 
     fmax: float = 0.05
@@ -91,8 +103,14 @@ class OracleConfig:
     max_volume_per_atom: float = 250.0
     neighbour_cutoff: float = 5.0
     thermal: bool = True
+    thermal_method: ThermalMethod = "agl"
+    phonon_supercell: float = 10.0
+    phonon_volume_range: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.thermal_method not in THERMAL_METHODS:
+            raise ValueError(f"thermal_method must be one of {', '.join(THERMAL_METHODS)}, "
+                             f"not {self.thermal_method!r}")
         if self.gruneisen not in ("poisson", "slater"):
             raise ValueError(f"gruneisen must be 'poisson' or 'slater', not {self.gruneisen!r}")
         if self.optimizer not in ("BFGS", "FIRE"):
@@ -230,6 +248,8 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
         return "ok"
     nu = float(poisson_ratio(el.K_vrh, el.G_vrh))
     nu = nu if math.isfinite(nu) else cfg.default_poisson
+    if cfg.thermal_method == "phonon-qha":
+        return _phonon_stage(rel.atoms, calc, out, el, temperature, steps, cfg)
     t = time.perf_counter()
     th = thermal_expansion(rel.atoms, calc, poisson=nu, temperature=temperature,
                            volume_range=cfg.volume_range, n_volumes=cfg.n_volumes,
@@ -239,6 +259,25 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
     det.update(eos_rms=th.eos_rms,
                thermal_steps=th.steps, t_thermal=time.perf_counter() - t)
     return "ok" if th.status == "ok" else f"failed: {th.status}"
+
+
+def _phonon_stage(atoms: Atoms, calc, out: dict[str, Any], el, temperature: float, steps: int,
+                  cfg: OracleConfig) -> str:
+    """The thermal stage by phonon QHA; fills `out` and returns the status."""
+    t = time.perf_counter()
+    qha = phonon_thermal_expansion(atoms, calc, temperature=temperature,
+                                   volume_range=cfg.phonon_volume_range,
+                                   n_volumes=cfg.n_volumes, fmax=cfg.ionic_fmax, steps=steps,
+                                   supercell_length=cfg.phonon_supercell)
+    density = out["mass_amu"] * 1.66053906660 / atoms.get_volume()  # g/cm^3
+    theta = debye_temperature(el.K_vrh, el.G_vrh, density, atoms.get_volume() / len(atoms))
+    out.update(alpha_300K=qha.alpha, gruneisen=qha.gruneisen, debye_temperature=float(theta),
+               poisson=float(poisson_ratio(el.K_vrh, el.G_vrh)))
+    out["details"].update(phonon_min_frequency=qha.min_frequency,
+                          phonon_supercell=list(qha.supercell),
+                          phonon_displacements=qha.n_displacements, thermal_steps=qha.steps,
+                          t_thermal=time.perf_counter() - t)
+    return "ok" if qha.status == "ok" else f"failed: {qha.status}"
 
 
 def _describe(exc: Exception) -> str:

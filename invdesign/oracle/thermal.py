@@ -47,6 +47,7 @@ __all__ = [
     "agl_debye_temperature",
     "debye_function",
     "debye_gruneisen",
+    "energy_volume_cells",
     "energy_volume_curve",
     "quasi_harmonic",
     "thermal_expansion",
@@ -175,10 +176,10 @@ def agl_debye_temperature(bulk_modulus: np.ndarray | float, volume: np.ndarray |
     return debye_temperature(b, g, density, np.asarray(volume, float) / n_atoms)
 
 
-def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.10,
+def energy_volume_cells(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.10,
                         n_volumes: int = DEFAULT_N_VOLUMES, fmax: float = 0.01,
-                        steps: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
-    """Relaxed-ion energies on isotropically scaled copies of a relaxed cell.
+                        steps: int = 100) -> tuple[list[Atoms], np.ndarray, int]:
+    """Isotropically scaled copies of a relaxed cell, ions relaxed at each volume.
 
     Volumes are done outwards from the relaxed one, each starting from ionic positions
     extrapolated from its two inner neighbours, which saves ionic steps where atoms have free
@@ -193,11 +194,12 @@ def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float =
         steps: Maximum ionic steps per volume.
 
     Returns:
-        (volumes in A^3, energies in eV per cell, total ionic steps).
+        (cells from the smallest volume up, energies in eV per cell, total ionic steps).
     """
     cell0 = np.asarray(atoms.cell)
     scales = np.linspace(-volume_range, volume_range, n_volumes)
-    volumes, energies = np.zeros(n_volumes), np.zeros(n_volumes)
+    cells: list[Atoms | None] = [None] * n_volumes
+    energies = np.zeros(n_volumes)
     relaxed: dict[int, np.ndarray] = {}  # index -> relaxed fractional positions
     total = 0
     for i in np.argsort(np.abs(scales), kind="stable"):  # outwards from the relaxed volume
@@ -209,8 +211,19 @@ def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float =
             scaled.set_scaled_positions(2 * relaxed[inward] - before)
         total += relax_ions(scaled, calc, fmax=fmax, steps=steps)[1]
         relaxed[i] = scaled.get_scaled_positions(wrap=False)
-        volumes[i], energies[i] = scaled.get_volume(), scaled.get_potential_energy()
-    return volumes, energies, total
+        energies[i] = scaled.get_potential_energy()
+        cells[i] = scaled
+    return [c for c in cells if c is not None], energies, total
+
+
+def energy_volume_curve(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.10,
+                        n_volumes: int = DEFAULT_N_VOLUMES, fmax: float = 0.01,
+                        steps: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
+    """Relaxed-ion energies on isotropically scaled copies of a relaxed cell
+    (`energy_volume_cells`): (volumes in A^3, energies in eV per cell, total ionic steps)."""
+    cells, energies, total = energy_volume_cells(atoms, calc, volume_range=volume_range,
+                                                 n_volumes=n_volumes, fmax=fmax, steps=steps)
+    return np.array([c.get_volume() for c in cells]), energies, total
 
 
 def _equilibrium_volume(free_energy, v_lo: float, v_hi: float) -> float:
