@@ -608,18 +608,24 @@ def test_cli_help_names_every_potential() -> None:
 
 
 def test_a_results_file_never_mixes_two_potentials(tmp_path):
-    """Each row records its potential; resuming a file with another one is refused before
-    anything runs, and a file from before the column existed is upgraded, not refused."""
+    """Each row records its potential and thermal model; resuming a file with another one is
+    refused before anything runs, and a file from before the columns existed is upgraded,
+    not refused."""
     out = tmp_path / "r.csv"
     table = run_many(_items()[:1], out, calculator="emt", progress=False)
     assert table["calculator"].tolist() == ["emt"]
-    with pytest.raises(ValueError, match="holds results of emt; this run uses sevenn"):
+    assert table["thermal_method"].tolist() == ["agl"]
+    with pytest.raises(ValueError, match="holds results of calculator emt; this run uses sevenn"):
         run_many(_items(), out, calculator="sevenn", progress=False)
+    with pytest.raises(ValueError, match="thermal_method agl; this run uses phonon-qha"):
+        run_many(_items(), out, calculator="emt", progress=False,
+                 config=OracleConfig(thermal_method="phonon-qha"))
     old = tmp_path / "old.csv"
     header, row = out.read_text().splitlines()[:2]
-    old.write_text(header.removesuffix(",calculator") + "\n" + row.removesuffix(",emt") + "\n")
-    assert completed_ids(old, "sevenn") == {table["id"].iloc[0]}
-    assert read_results(old)["calculator"].tolist() == [""]
+    old.write_text(header.removesuffix(",calculator,thermal_method") + "\n"
+                   + row.removesuffix(",emt,agl") + "\n")
+    assert completed_ids(old, "sevenn", "phonon-qha") == {table["id"].iloc[0]}
+    assert read_results(old)[["calculator", "thermal_method"]].values.tolist() == [["", ""]]
 
 
 def test_default_potential_gets_aluminium_bulk_modulus():

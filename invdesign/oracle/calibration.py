@@ -371,12 +371,10 @@ _EOS_COLUMNS = ("n_atoms", "mass_amu", "eos_V0", "eos_B0", "eos_B1")
 
 
 def _phonon_rows(results: pd.DataFrame) -> np.ndarray:
-    """Rows whose alpha came from phonon QHA: "ok" with alpha but no EOS fit (the AGL stage
-    always records its EOS)."""
-    eos = results[list(_EOS_COLUMNS[2:])].apply(pd.to_numeric, errors="coerce")
-    alpha = pd.to_numeric(results["alpha_300K"], errors="coerce")
-    ok = results["status"].eq("ok") if "status" in results else True
-    return (ok & alpha.notna() & eos.isna().all(axis=1)).to_numpy(bool)
+    """Rows whose alpha came from phonon QHA (`thermal_method` "phonon-qha")."""
+    if "thermal_method" not in results:
+        return np.zeros(len(results), dtype=bool)
+    return results["thermal_method"].astype(str).eq("phonon-qha").to_numpy(bool)
 
 
 def _recomputed_thermal(results: pd.DataFrame, poisson: np.ndarray,

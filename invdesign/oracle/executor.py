@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 _CIF = "_relaxed_cif"  # row key of the relaxed structure (not a CSV column)
-_TEXT = ("id", "formula", "status", "mechanically_stable", "calculator")
+_TEXT = ("id", "formula", "status", "mechanically_stable", "calculator", "thermal_method")
 _NUMERIC = [c for c in CSV_COLUMNS if c not in _TEXT]
 
 
@@ -91,7 +91,8 @@ def _crashed(job: _Job, why: str) -> Row:
                         method={"calculator": job.calculator}).to_row()
 
 
-def completed_ids(out_csv: str | Path, calculator: str | None = None) -> set[str]:
+def completed_ids(out_csv: str | Path, calculator: str | None = None,
+                  thermal_method: str | None = None) -> set[str]:
     """Ids already in a results CSV; repairs a last row cut off by a killed run and upgrades
     a file written by an older version (its header a prefix of `CSV_COLUMNS`) in place.
 
@@ -99,6 +100,7 @@ def completed_ids(out_csv: str | Path, calculator: str | None = None) -> set[str
         out_csv: The results file.
         calculator: The potential about to append to it; rows of another potential are an
             error (rows of older files, which did not record it, are not checked).
+        thermal_method: Likewise for the thermal model ("" or None: not checked).
 
     Raises:
         ValueError: The file exists but its header is not `CSV_COLUMNS`, or it holds results
@@ -123,12 +125,14 @@ def completed_ids(out_csv: str | Path, calculator: str | None = None) -> set[str
     elif header != CSV_COLUMNS:
         raise ValueError(f"{path}: not an oracle results file (columns {', '.join(rows[0])}; "
                          f"expected {', '.join(CSV_COLUMNS)}); choose another output file")
-    column = rows[0].index("calculator") if "calculator" in rows[0] else None
-    if calculator is not None and column is not None:
-        others = {row[column] for row in rows[1:] if len(row) > column} - {"", calculator}
+    for name, value in (("calculator", calculator), ("thermal_method", thermal_method)):
+        column = rows[0].index(name) if name in rows[0] else None
+        if not value or column is None:
+            continue
+        others = {row[column] for row in rows[1:] if len(row) > column} - {"", value}
         if others:
-            raise ValueError(f"{path} holds results of {', '.join(sorted(others))}; this run "
-                             f"uses {calculator}: choose another output file (or calculator)")
+            raise ValueError(f"{path} holds results of {name} {', '.join(sorted(others))}; "
+                             f"this run uses {value}: choose another output file (or {name})")
     return {row[0] for row in rows[1:] if row}
 
 
@@ -147,11 +151,12 @@ def _upgrade(path: Path, rows: list[list[str]]) -> None:
 def read_results(out_csv: str | Path) -> pd.DataFrame:
     """A results CSV as a DataFrame (ids as strings, NaN for missing numbers, and for the
     columns an older file lacks; "" for the potential of rows that did not record it)."""
-    df = pd.read_csv(out_csv, dtype=dict.fromkeys(("id", "formula", "status", "calculator"), str),
+    df = pd.read_csv(out_csv, dtype=dict.fromkeys(("id", "formula", "status", "calculator",
+                                                   "thermal_method"), str),
                      keep_default_na=False, na_values={c: ["", "nan"] for c in _NUMERIC})
     for column in CSV_COLUMNS:
         if column not in df.columns:
-            df[column] = "" if column == "calculator" else np.nan
+            df[column] = "" if column in ("calculator", "thermal_method") else np.nan
     stable = {"True": True, "False": False}
     df["mechanically_stable"] = df["mechanically_stable"].astype(str).map(stable)
     return df
@@ -311,7 +316,8 @@ def run_many(items: Iterable[tuple[str, Structure]], out_csv: str | Path, *,
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out_csv = Path(out_csv)
-    done = completed_ids(out_csv, calculator)
+    cfg = config or OracleConfig()
+    done = completed_ids(out_csv, calculator, cfg.thermal_method if cfg.thermal else None)
     jobs = _pending(items, done, lambda i, s: _Job(i, s, calculator, temperature, steps, config))
     total = (sum(str(i) not in done for i, _ in items) if isinstance(items, Sequence)
              else None)

@@ -41,11 +41,14 @@ CSV_COLUMNS: tuple[str, ...] = (
     "id", "formula", "K_vrh", "G_vrh", "E", "alpha_300K", "debye_temperature", "gruneisen",
     "relax_rmsd", "energy_per_atom", "mechanically_stable", "status", "seconds",
     "n_atoms", "mass_amu", "poisson", "eos_V0", "eos_B0", "eos_B1", "calculator",
+    "thermal_method",
 )
 # "n_atoms" .. "eos_B1" (added 2026-11-30) let the thermal expansion be recomputed from the
 # fitted EOS for another Poisson ratio (`calibration.calibrated_results`); "calculator"
-# (2026-12-01) names the potential, so that one file never mixes two. Results files written
-# before them are upgraded in place on resume (`executor.completed_ids`).
+# (2026-12-01) names the potential, so that one file never mixes two, and "thermal_method"
+# (2026-12-02) the thermal model ("agl" or "phonon-qha"; "" when the thermal stage was off),
+# for the same reason. Results files written before them are upgraded in place on resume
+# (`executor.completed_ids`).
 # Label-table columns a surrogate can learn (`invdesign train surrogate --labels`), and the
 # property each becomes. K and G are not among them: the training data has DFT values.
 LABEL_PROPERTIES: dict[str, str] = {"alpha_300K": "thermal_expansion_oracle"}
@@ -86,7 +89,8 @@ class OracleConfig:
             "phonon-qha" the Debye temperature is the elastic (Anderson) one, the Grueneisen
             parameter the thermodynamic one, and the EOS columns stay NaN.
         phonon_supercell: Smallest distance between opposite supercell faces for phonons, A.
-        phonon_volume_range: Largest relative volume change of the phonon QHA.
+        phonon_volume_range: Largest relative expansion of the phonon QHA's volume grid
+            (compression: half of it).
     """
 
     fmax: float = 0.05
@@ -104,8 +108,8 @@ class OracleConfig:
     neighbour_cutoff: float = 5.0
     thermal: bool = True
     thermal_method: ThermalMethod = "agl"
-    phonon_supercell: float = 10.0
-    phonon_volume_range: float = 0.05
+    phonon_supercell: float = 8.0
+    phonon_volume_range: float = 0.08
 
     def __post_init__(self) -> None:
         if self.thermal_method not in THERMAL_METHODS:
@@ -182,6 +186,13 @@ class OracleResult:
     def calculator(self) -> str:
         """The potential's name, from `method` ("" when unknown)."""
         return str(self.method.get("calculator", ""))
+
+    @property
+    def thermal_method(self) -> str:
+        """"agl" or "phonon-qha" from `method` ("" when the thermal stage was off or unknown)."""
+        if not self.method.get("thermal", True):
+            return ""
+        return str(self.method.get("thermal_method", ""))
 
     def to_row(self) -> dict[str, Any]:
         """The CSV row (`CSV_COLUMNS`)."""

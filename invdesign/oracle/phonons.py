@@ -9,7 +9,8 @@ mode counts:
    and the ions are relaxed at each fixed cell (`energy_volume_cells`, the same curve as AGL).
 2. At each volume phonopy builds the harmonic force constants by finite displacements in a
    supercell at least `supercell_length` long along every axis (forces of the undisplaced
-   supercell subtracted) and samples the phonons on a mesh.
+   supercell subtracted; translational and permutation symmetry imposed, which removes the
+   spurious soft acoustic modes of noisy forces) and samples the phonons on a mesh.
 3. `phonopy.run_qha` fits F(V, T) = E(V) + F_vib(V, T) at each temperature and differentiates
    the equilibrium volume: the volumetric alpha_V, and the linear alpha = alpha_V / 3 that the
    oracle reports (isotropic average); also the thermodynamic Grueneisen parameter.
@@ -91,22 +92,27 @@ def _force_constants_phonopy(atoms: Atoms, calc: Calculator, repeats: tuple[int,
     residual = forces(phonon.supercell)  # drift of the undisplaced supercell
     phonon.forces = [forces(cell) - residual for cell in phonon.supercells_with_displacements]
     phonon.produce_force_constants()
+    phonon.symmetrize_force_constants(show_drift=False)  # acoustic sum rule: no fake soft modes
     return phonon
 
 
 def phonon_thermal_expansion(atoms: Atoms, calc: Calculator, *, temperature: float = 300.0,
-                             volume_range: float = 0.05, n_volumes: int = 7,
+                             volume_range: float = 0.08, n_volumes: int = 7,
                              fmax: float = 0.01, steps: int = 100,
-                             supercell_length: float = 10.0, displacement: float = 0.03,
+                             supercell_length: float = 8.0, displacement: float = 0.03,
                              mesh: float = 50.0, imaginary_tolerance: float = 0.3
                              ) -> QHAResult:
     """Linear thermal expansion of a relaxed cell by the phonon quasi-harmonic approximation.
+
+    Volumes run from -`volume_range`/2 to +`volume_range` around the relaxed one (crystals
+    expand as they warm). Volumes with imaginary modes at the ends of the grid are dropped
+    while at least 5 contiguous stable volumes around the relaxed one remain.
 
     Args:
         atoms: Relaxed structure (not modified); the phonon primitive cell.
         calc: ASE calculator.
         temperature: T, K.
-        volume_range: Largest relative volume change of the E(V) curve.
+        volume_range: Largest relative expansion of the grid (compression: half of it).
         n_volumes: Number of volumes (at least 5).
         fmax: Ionic force tolerance at each volume, eV/A.
         steps: Maximum ionic steps per volume.
@@ -127,30 +133,54 @@ def phonon_thermal_expansion(atoms: Atoms, calc: Calculator, *, temperature: flo
 
     if n_volumes < 5:
         raise ValueError(f"phonon QHA needs at least 5 volumes, got {n_volumes}")
-    cells, energies, n_steps = energy_volume_cells(atoms, calc, volume_range=volume_range,
-                                                   n_volumes=n_volumes, fmax=fmax, steps=steps)
+    scales = np.linspace(-volume_range / 2, volume_range, n_volumes)
+    scales[np.argmin(np.abs(scales))] = 0.0  # the relaxed cell itself is on the grid
+    cells, energies, n_steps = energy_volume_cells(atoms, calc, scales=scales, fmax=fmax,
+                                                   steps=steps)
     repeats = supercell_repeats(np.asarray(atoms.cell), supercell_length)
-    phonons, lowest = [], math.inf
-    for cell in cells:
+    phonons, lowest = [], np.zeros(n_volumes)
+    for i, cell in enumerate(cells):
         phonon = _force_constants_phonopy(cell, calc, repeats, displacement)
         phonon.run_mesh(mesh, is_gamma_center=True)
-        lowest = min(lowest, float(np.min(phonon.mesh.frequencies)))
+        lowest[i] = float(np.min(phonon.mesh.frequencies))
         phonons.append(phonon)
     n_disp = len(phonons[0].supercells_with_displacements)
-    if lowest < -imaginary_tolerance:
-        return QHAResult(math.nan, math.nan, lowest, repeats, n_disp,
-                         f"dynamically unstable (imaginary mode {-lowest:.2g}i THz)", n_steps)
+    lo, hi = _stable_block(lowest >= -imaginary_tolerance, int(np.argmin(np.abs(scales))))
+    if hi - lo < 5:
+        worst = float(lowest.min())
+        return QHAResult(math.nan, math.nan, worst, repeats, n_disp,
+                         f"dynamically unstable (imaginary mode {-worst:.2g}i THz)", n_steps)
+    phonons, energies, cells = phonons[lo:hi], energies[lo:hi], cells[lo:hi]
+    floor = float(lowest[lo:hi].min())
     temperatures = np.arange(0.0, temperature + 3 * _T_STEP, _T_STEP)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lattice fits of low-symmetry cells, mesh fallbacks
         result = phonopy.run_qha(phonons, temperatures, internal_energies=energies, mesh=mesh)
     t = np.asarray(result.temperatures, dtype=float)
     if len(t) < 2 or t[-1] < temperature:
-        return QHAResult(math.nan, math.nan, lowest, repeats, n_disp,
+        return QHAResult(math.nan, math.nan, floor, repeats, n_disp,
                          "unphysical fit: F(V, T) has no minimum inside the volume range",
                          n_steps)
+    v_eq = np.asarray(result.equilibrium_volumes, dtype=float)[t <= temperature + _T_STEP]
+    volumes = np.array([c.get_volume() for c in cells])
+    if not (np.all(np.isfinite(v_eq)) and volumes.min() <= v_eq.min()
+            and v_eq.max() <= volumes.max()):
+        return QHAResult(math.nan, math.nan, floor, repeats, n_disp,
+                         "unphysical fit: V(T) outside the volume grid", n_steps)
     beta = float(np.interp(temperature, t, np.asarray(result.thermal_expansion)))
     gamma = float(np.interp(temperature, t, np.asarray(result.gruneisen_parameters)))
-    logger.debug("phonon QHA: alpha=%.3g 1/K, gamma=%.2f, supercell %s, %d displacements",
-                 beta / 3, gamma, repeats, n_disp)
-    return QHAResult(beta / 3.0, gamma, lowest, repeats, n_disp, "ok", n_steps)
+    logger.debug("phonon QHA: alpha=%.3g 1/K, gamma=%.2f, supercell %s, %d displacements, "
+                 "volumes %d-%d of %d", beta / 3, gamma, repeats, n_disp, lo, hi, n_volumes)
+    return QHAResult(beta / 3.0, gamma, floor, repeats, n_disp, "ok", n_steps)
+
+
+def _stable_block(stable: np.ndarray, centre: int) -> tuple[int, int]:
+    """[lo, hi) of the run of stable volumes around `centre` (empty when it is unstable)."""
+    if not stable[centre]:
+        return centre, centre
+    lo, hi = centre, centre + 1
+    while lo > 0 and stable[lo - 1]:
+        lo -= 1
+    while hi < len(stable) and stable[hi]:
+        hi += 1
+    return lo, hi

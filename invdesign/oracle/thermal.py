@@ -178,7 +178,8 @@ def agl_debye_temperature(bulk_modulus: np.ndarray | float, volume: np.ndarray |
 
 def energy_volume_cells(atoms: Atoms, calc: Calculator, *, volume_range: float = 0.10,
                         n_volumes: int = DEFAULT_N_VOLUMES, fmax: float = 0.01,
-                        steps: int = 100) -> tuple[list[Atoms], np.ndarray, int]:
+                        steps: int = 100, scales: np.ndarray | None = None
+                        ) -> tuple[list[Atoms], np.ndarray, int]:
     """Isotropically scaled copies of a relaxed cell, ions relaxed at each volume.
 
     Volumes are done outwards from the relaxed one, each starting from ionic positions
@@ -192,12 +193,16 @@ def energy_volume_cells(atoms: Atoms, calc: Calculator, *, volume_range: float =
         n_volumes: Number of volumes.
         fmax: Ionic force tolerance, eV/A.
         steps: Maximum ionic steps per volume.
+        scales: Relative volume changes instead of the even grid on +-`volume_range`
+            (ascending, one of them 0).
 
     Returns:
         (cells from the smallest volume up, energies in eV per cell, total ionic steps).
     """
     cell0 = np.asarray(atoms.cell)
-    scales = np.linspace(-volume_range, volume_range, n_volumes)
+    if scales is None:
+        scales = np.linspace(-volume_range, volume_range, n_volumes)
+    n_volumes = len(scales)
     cells: list[Atoms | None] = [None] * n_volumes
     energies = np.zeros(n_volumes)
     relaxed: dict[int, np.ndarray] = {}  # index -> relaxed fractional positions
