@@ -3,7 +3,8 @@
 `run_oracle` verifies one structure (never raising for a bad one), `run_many` runs a batch in a
 local process pool or on Ray, streaming rows to a resumable CSV. Potentials are chosen by name
 ("sevenn-l3i5", the default, "chgnet", "sevenn", "sevenn-mf-0", "emt") and imported only when
-first used. `Calibration` maps oracle
+first used. Thermal expansion comes from AGL's Debye-Grueneisen model by default or from phonon
+QHA with phonopy (`OracleConfig(thermal_method="phonon-qha")`, slower). `Calibration` maps oracle
 moduli to DFT-like values by a log-log linear fit learned on one split and applied to others.
 """
 
