@@ -63,3 +63,12 @@ def test_oracle_row_with_phonon_qha_keeps_its_alpha_through_calibration():
     assert out["alpha_300K_calibrated"][1] == pytest.approx(agl.alpha_300K, rel=0.05)
     with pytest.raises(ValueError, match="thermal_method"):
         OracleConfig(thermal_method="phonons")  # type: ignore[arg-type]
+
+
+def test_stable_block_is_the_run_of_stable_volumes_around_the_relaxed_one():
+    from invdesign.oracle.phonons import _stable_block
+
+    stable = np.array([False, True, True, True, False, True])
+    assert _stable_block(stable, 2) == (1, 4)
+    assert _stable_block(stable, 4) == (4, 4)  # the relaxed volume itself unstable: empty
+    assert _stable_block(np.ones(7, dtype=bool), 3) == (0, 7)

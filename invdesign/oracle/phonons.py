@@ -106,7 +106,9 @@ def phonon_thermal_expansion(atoms: Atoms, calc: Calculator, *, temperature: flo
 
     Volumes run from -`volume_range`/2 to +`volume_range` around the relaxed one (crystals
     expand as they warm). Volumes with imaginary modes at the ends of the grid are dropped
-    while at least 5 contiguous stable volumes around the relaxed one remain.
+    while at least 5 contiguous stable volumes around the relaxed one remain; with 3 or 4,
+    the grid is redone, as finely, between the outermost stable volumes (a stiff crystal
+    such as W expands by well under 1 % by 300 K).
 
     Args:
         atoms: Relaxed structure (not modified); the phonon primitive cell.
@@ -133,19 +135,31 @@ def phonon_thermal_expansion(atoms: Atoms, calc: Calculator, *, temperature: flo
 
     if n_volumes < 5:
         raise ValueError(f"phonon QHA needs at least 5 volumes, got {n_volumes}")
-    scales = np.linspace(-volume_range / 2, volume_range, n_volumes)
-    scales[np.argmin(np.abs(scales))] = 0.0  # the relaxed cell itself is on the grid
-    cells, energies, n_steps = energy_volume_cells(atoms, calc, scales=scales, fmax=fmax,
-                                                   steps=steps)
     repeats = supercell_repeats(np.asarray(atoms.cell), supercell_length)
-    phonons, lowest = [], np.zeros(n_volumes)
-    for i, cell in enumerate(cells):
-        phonon = _force_constants_phonopy(cell, calc, repeats, displacement)
-        phonon.run_mesh(mesh, is_gamma_center=True)
-        lowest[i] = float(np.min(phonon.mesh.frequencies))
-        phonons.append(phonon)
+
+    def on_grid(scales: np.ndarray) -> tuple[list, np.ndarray, list, np.ndarray, int, int, int]:
+        """Cells, energies, phonons and lowest frequencies on a volume grid, and the stable
+        block [lo, hi) around the relaxed volume."""
+        scales = scales.copy()
+        scales[np.argmin(np.abs(scales))] = 0.0  # the relaxed cell itself is on the grid
+        cells, energies, steps_taken = energy_volume_cells(atoms, calc, scales=scales,
+                                                           fmax=fmax, steps=steps)
+        phonons, lowest = [], np.zeros(len(cells))
+        for i, cell in enumerate(cells):
+            phonon = _force_constants_phonopy(cell, calc, repeats, displacement)
+            phonon.run_mesh(mesh, is_gamma_center=True)
+            lowest[i] = float(np.min(phonon.mesh.frequencies))
+            phonons.append(phonon)
+        lo, hi = _stable_block(lowest >= -imaginary_tolerance, int(np.argmin(np.abs(scales))))
+        return cells, energies, phonons, lowest, steps_taken, lo, hi
+
+    scales = np.linspace(-volume_range / 2, volume_range, n_volumes)
+    cells, energies, phonons, lowest, n_steps, lo, hi = on_grid(scales)
+    if 3 <= hi - lo < 5:  # unstable towards the ends: a finer grid inside the stable part
+        finer = np.linspace(scales[lo], scales[hi - 1], n_volumes)
+        cells, energies, phonons, lowest, more, lo, hi = on_grid(finer)
+        n_steps += more
     n_disp = len(phonons[0].supercells_with_displacements)
-    lo, hi = _stable_block(lowest >= -imaginary_tolerance, int(np.argmin(np.abs(scales))))
     if hi - lo < 5:
         worst = float(lowest.min())
         return QHAResult(math.nan, math.nan, worst, repeats, n_disp,
