@@ -132,6 +132,22 @@ def domain_errors(surrogate: Surrogate, structures: list, members: np.ndarray,
             "reasons": reasons.most_common()}
 
 
+def error_breakdown(structures: list, members: np.ndarray, truth: np.ndarray,
+                    targets: list[str]) -> list[dict]:
+    """Test MAE (model space) of K and G by chemistry (all metals or not) and by DFT G range:
+    where the surrogate's error bars hold and where they do not."""
+    k, g = targets.index("bulk_modulus_vrh"), targets.index("shear_modulus_vrh")
+    metal = np.array([all(el.is_metal for el in s.composition.elements) for s in structures])
+    shear = 10.0 ** truth[:, g]
+    groups = {"intermetallics (all metals)": metal, "with a non-metal": ~metal,
+              "DFT G < 30 GPa": shear < 30, "DFT G 30-80 GPa": (shear >= 30) & (shear < 80),
+              "DFT G >= 80 GPa": shear >= 80}
+    err = np.abs(members.mean(0) - truth)
+    return [{"group": name, "n": int(mask.sum()),
+             "K": float(np.nanmean(err[mask, k])), "G": float(np.nanmean(err[mask, g]))}
+            for name, mask in groups.items() if mask.any()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=shared_mp_elasticity())
@@ -188,6 +204,8 @@ def main() -> None:
     members = surrogate.predict_members(surrogate.featurize(test_structures), physical=False)
     test = evaluate_predictions(targets, members, y[split.test])
     by_domain = domain_errors(surrogate, test_structures, members, y[split.test])
+    breakdown = (error_breakdown(test_structures, members, y[split.test], list(targets))
+                 if {"bulk_modulus_vrh", "shear_modulus_vrh"} <= set(targets) else [])
     knn = knn_baseline_metrics(dataset, split, y, targets)
     parity(y[split.test], members.mean(0), members.std(0),
            [f"log10 {SHORT.get(t, t)}" for t in targets], args.out / "parity.png",
@@ -216,6 +234,10 @@ def main() -> None:
               "(MAE log10, Spearman): " + "; ".join(
                   f"{c} {alpha[c]['mae_log10']:.3f}, {alpha[c]['spearman']:.2f}"
                   for c in ("thermal_expansion", ALPHA_ORACLE)))
+    if breakdown:
+        print("\n| test crystals | n | K MAE (log10) | G MAE (log10) |\n|---|---|---|---|")
+        print("\n".join(f"| {b['group']} | {b['n']} | {b['K']:.4f} | {b['G']:.4f} |"
+                        for b in breakdown))
     if by_domain is not None:
         print(f"\ntest crystals inside the training domain: {by_domain['inside']} of "
               f"{by_domain['n']}; MAE (log10) inside / outside: " + "; ".join(
@@ -228,7 +250,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads)")
     print("\n" + reference_table(surrogate))
     summary = {"date": str(date.today()), "test": test, "knn": knn, "alpha_vs_oracle": alpha,
-               "test_by_domain": by_domain,
+               "test_by_domain": by_domain, "test_by_group": breakdown,
                "train_seconds": train_seconds,
                "structures_per_second": rate, "split_sizes": [len(split.train), len(split.val),
                                                               len(split.test)]}
