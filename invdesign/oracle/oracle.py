@@ -30,8 +30,13 @@ from invdesign.oracle.calculators import (
 from invdesign.oracle.elastic import DEFAULT_STRAINS, elastic_tensor
 from invdesign.oracle.phonons import phonon_thermal_expansion
 from invdesign.oracle.relax import Optimizer, RelaxationRunawayError, relax, to_structure
-from invdesign.oracle.thermal import DEFAULT_N_VOLUMES, GruneisenModel, thermal_expansion
-from invdesign.properties.derived import debye_temperature, poisson_ratio, youngs_modulus
+from invdesign.oracle.thermal import (
+    DEFAULT_N_VOLUMES,
+    GruneisenModel,
+    agl_debye_temperature,
+    thermal_expansion,
+)
+from invdesign.properties.derived import poisson_ratio, youngs_modulus
 
 __all__ = ["CSV_COLUMNS", "LABEL_PROPERTIES", "OracleConfig", "OracleResult", "run_oracle"]
 
@@ -260,7 +265,7 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
     nu = float(poisson_ratio(el.K_vrh, el.G_vrh))
     nu = nu if math.isfinite(nu) else cfg.default_poisson
     if cfg.thermal_method == "phonon-qha":
-        return _phonon_stage(rel.atoms, calc, out, el, temperature, steps, cfg)
+        return _phonon_stage(rel.atoms, calc, out, el.K_vrh, nu, temperature, steps, cfg)
     t = time.perf_counter()
     th = thermal_expansion(rel.atoms, calc, poisson=nu, temperature=temperature,
                            volume_range=cfg.volume_range, n_volumes=cfg.n_volumes,
@@ -272,18 +277,19 @@ def _stages(structure: Structure, calc, out: dict[str, Any], temperature: float,
     return "ok" if th.status == "ok" else f"failed: {th.status}"
 
 
-def _phonon_stage(atoms: Atoms, calc, out: dict[str, Any], el, temperature: float, steps: int,
-                  cfg: OracleConfig) -> str:
-    """The thermal stage by phonon QHA; fills `out` and returns the status."""
+def _phonon_stage(atoms: Atoms, calc, out: dict[str, Any], bulk_modulus: float, nu: float,
+                  temperature: float, steps: int, cfg: OracleConfig) -> str:
+    """The thermal stage by phonon QHA; fills `out` and returns the status. The Debye
+    temperature is the elastic one (AGL's formula on the moduli, without an EOS fit)."""
     t = time.perf_counter()
     qha = phonon_thermal_expansion(atoms, calc, temperature=temperature,
                                    volume_range=cfg.phonon_volume_range,
                                    n_volumes=cfg.n_volumes, fmax=cfg.ionic_fmax, steps=steps,
                                    supercell_length=cfg.phonon_supercell)
-    density = out["mass_amu"] * 1.66053906660 / atoms.get_volume()  # g/cm^3
-    theta = debye_temperature(el.K_vrh, el.G_vrh, density, atoms.get_volume() / len(atoms))
+    theta = agl_debye_temperature(bulk_modulus, atoms.get_volume(), len(atoms),
+                                  out["mass_amu"], nu)
     out.update(alpha_300K=qha.alpha, gruneisen=qha.gruneisen, debye_temperature=float(theta),
-               poisson=float(poisson_ratio(el.K_vrh, el.G_vrh)))
+               poisson=nu)
     out["details"].update(phonon_min_frequency=qha.min_frequency,
                           phonon_supercell=list(qha.supercell),
                           phonon_displacements=qha.n_displacements, thermal_steps=qha.steps,

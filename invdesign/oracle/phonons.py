@@ -5,8 +5,9 @@ parameter derived from the bulk modulus and the Poisson ratio, so it cannot repr
 negative-Grueneisen acoustic modes that keep the expansion of Si or diamond small. Here every
 mode counts:
 
-1. The relaxed cell is scaled isotropically to `n_volumes` volumes within +-`volume_range`
-   and the ions are relaxed at each fixed cell (`energy_volume_cells`, the same curve as AGL).
+1. The relaxed cell is scaled isotropically to `n_volumes` volumes from -`volume_range`/2 to
+   +`volume_range` and the ions are relaxed at each fixed cell (`energy_volume_cells`, as
+   for AGL's curve).
 2. At each volume phonopy builds the harmonic force constants by finite displacements in a
    supercell at least `supercell_length` long along every axis (forces of the undisplaced
    supercell subtracted; translational and permutation symmetry imposed, which removes the
@@ -15,8 +16,10 @@ mode counts:
    the equilibrium volume: the volumetric alpha_V, and the linear alpha = alpha_V / 3 that the
    oracle reports (isotropic average); also the thermodynamic Grueneisen parameter.
 
-A mode with an imaginary frequency below `-imaginary_tolerance` THz at any volume makes the
-harmonic free energy meaningless: the status says so instead of giving a number.
+A mode with an imaginary frequency below `-imaginary_tolerance` THz makes that volume's
+harmonic free energy meaningless. Such volumes at the ends of the grid are left out (the grid
+is redone inside the stable part when fewer than 5 remain); without 5 stable volumes around the
+relaxed one the status says "dynamically unstable" instead of giving a number.
 """
 
 from __future__ import annotations
