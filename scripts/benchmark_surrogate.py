@@ -117,8 +117,9 @@ def domain_errors(surrogate: Surrogate, structures: list, members: np.ndarray,
     if domain is None:
         return None
     point = members.mean(0)
-    physical = {t: to_physical([t], point[:, [j]])[:, 0] for j, t in enumerate(surrogate.targets)}
-    checked = domain.assess([s.composition.reduced_formula for s in structures], physical)
+    physical = to_physical(surrogate.targets, point)
+    checked = domain.assess([s.composition.reduced_formula for s in structures],
+                            {t: physical[:, j] for j, t in enumerate(surrogate.targets)})
     inside = checked["in_domain"].to_numpy(dtype=bool)
     mae = {}
     for j, name in enumerate(surrogate.targets):
