@@ -97,6 +97,9 @@ def train_surrogate_cmd(
     freeze_conv: Annotated[bool, typer.Option(
         help="With --init-from: freeze the convolutions, train the heads only.")] = False,
     cv: Annotated[int, typer.Option(help="Also run k-fold cross-validation (0: off).")] = 0,
+    angular: Annotated[int, typer.Option(
+        help="Bond-angle descriptor per edge: Gaussians on cos(angle) to the centre's other "
+             "bonds (0: distances only, as the shipped checkpoint).")] = 0,
     cache: Annotated[Path | None, typer.Option(help="Graph cache folder.")] = None,
     labels: Annotated[Path | None, typer.Option(
         help="Oracle label table (from `invdesign label`) joined by id: its ok rows give the "
@@ -104,6 +107,7 @@ def train_surrogate_cmd(
 ) -> None:
     """Train a CGCNN ensemble; writes weights, card.json and learning_curve.png to OUT."""
     from invdesign.data import read_labels
+    from invdesign.featurize.graph import GraphConfig
     from invdesign.oracle import LABEL_PROPERTIES
     from invdesign.surrogate import Surrogate
     from invdesign.train.pipeline import SurrogateRunConfig, save_run, train_surrogate
@@ -114,10 +118,13 @@ def train_surrogate_cmd(
         _fail(f"--split must be 'random' or 'composition', got {split!r}")
     if freeze_conv and not init_from:
         _fail("--freeze-conv needs --init-from")
+    if angular < 0 or angular == 1:
+        _fail(f"--angular must be 0 or at least 2 Gaussians, got {angular}")
     config = SurrogateRunConfig(
         targets=names, split=split, seed=seed, n_members=members, workers=workers,
-        max_atoms=max_atoms, train=TrainConfig(epochs=epochs, patience=patience, seed=seed,
-                                               freeze_convolutions=freeze_conv))
+        max_atoms=max_atoms, graph=GraphConfig(angular=angular),
+        train=TrainConfig(epochs=epochs, patience=patience, seed=seed,
+                          freeze_convolutions=freeze_conv))
     try:
         init = Surrogate.load(init_from) if init_from else None
         table = None if labels is None else read_labels(

@@ -37,6 +37,7 @@ from scipy.stats import spearmanr
 
 from invdesign.data import Split, read_labels, shared_mp_elasticity
 from invdesign.data.examples import REFERENCES
+from invdesign.featurize.graph import GraphConfig
 from invdesign.oracle import LABEL_PROPERTIES
 from invdesign.plots import parity
 from invdesign.surrogate import Surrogate, to_model_space, to_physical
@@ -149,6 +150,11 @@ def error_breakdown(structures: list, members: np.ndarray, truth: np.ndarray,
             for name, mask in groups.items() if mask.any()]
 
 
+def _fmt(mae: float | None) -> str:
+    """An MAE to four decimals, or 'none' for a part with no crystals."""
+    return "none" if mae is None else f"{mae:.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=shared_mp_elasticity())
@@ -164,6 +170,10 @@ def main() -> None:
     parser.add_argument("--init-from", default=None, help="checkpoint to transfer from")
     parser.add_argument("--freeze-conv", action="store_true")
     parser.add_argument("--patience", type=int, default=40)
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train on a seeded subset of the training part (learning curve)")
+    parser.add_argument("--angular", type=int, default=0,
+                        help="bond-angle descriptor Gaussians per edge (0: distances only)")
     parser.add_argument("--record-domain", action="store_true",
                         help="with --evaluate-only: write the training part's applicability "
                              "domain into the checkpoint's card")
@@ -186,6 +196,7 @@ def main() -> None:
         label_path, LABEL_PROPERTIES, positive=tuple(LABEL_PROPERTIES.values()))
     config = SurrogateRunConfig(
         targets=targets, split=args.split, seed=args.seed, n_members=args.members,
+        graph=GraphConfig(angular=args.angular), train_fraction=args.train_fraction,
         workers=args.workers, train=TrainConfig(epochs=args.epochs, patience=args.patience,
                                                 seed=args.seed,
                                                 freeze_convolutions=args.freeze_conv))
@@ -242,9 +253,10 @@ def main() -> None:
     if by_domain is not None:
         print(f"\ntest crystals inside the training domain: {by_domain['inside']} of "
               f"{by_domain['n']}; MAE (log10) inside / outside: " + "; ".join(
-                  f"{SHORT.get(t, t)} {v['inside']:.4f} / {v['outside']:.4f}"
+                  f"{SHORT.get(t, t)} {_fmt(v['inside'])} / {_fmt(v['outside'])}"
                   for t, v in by_domain["mae"].items()))
-        print("outside because: " + "; ".join(f"{r} ({c})" for r, c in by_domain["reasons"]))
+        if by_domain["reasons"]:
+            print("outside because: " + "; ".join(f"{r} ({c})" for r, c in by_domain["reasons"]))
     print(f"\nensemble members: {surrogate.n_members}; training wall time: "
           f"{train_seconds / 60:.1f} min; inference: {rate:.0f} structures/s "
           f"({len(small)} cells of <= 20 atoms, featurisation included, "

@@ -289,3 +289,18 @@ def test_verify_with_phonon_qha_and_a_clear_error_for_an_unknown_method(tmp_path
     assert np.isnan(row["eos_V0"])  # phonon QHA fits no AGL equation of state
     bad = invoke(*args, "--thermal-method", "phonons")
     assert bad.exit_code == 2 and "thermal_method" in bad.output
+
+
+def test_train_with_bond_angles_round_trips_through_predict(toy_json, tmp_path):
+    out = tmp_path / "angular"
+    result = invoke("train", "surrogate", "--data", toy_json, "--targets", *TARGETS,
+                    "--angular", "6", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "card.json").read_text())["config"]["graph"]["angular"] == 6
+    predicted = invoke("predict", "--model", out, "--data", toy_json, "--out", tmp_path / "p.csv")
+    assert predicted.exit_code == 0, predicted.output
+    rows = (tmp_path / "p.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(json.loads(toy_json.read_text()))
+    bad = invoke("train", "surrogate", "--data", toy_json, "--targets", *TARGETS,
+                 "--angular", "1", "--out", tmp_path / "bad", *FAST)
+    assert bad.exit_code == 2 and "--angular" in bad.output

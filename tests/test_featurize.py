@@ -108,3 +108,33 @@ def test_descriptors_and_element_table(nacl):
     assert not np.allclose(table[11], table[17])  # Na and Cl differ
     with pytest.raises(ValueError, match="cutoff"):
         GraphConfig(cutoff=0.0)
+
+
+def test_angle_descriptor_simple_cubic_known_angles():
+    # Each bond of simple cubic meets 4 bonds at 90 degrees and 1 at 180 degrees, all equal-weight.
+    cubic = Structure(Lattice.cubic(3.0), ["Po"], [[0, 0, 0]])
+    g = build_graph(cubic, GraphConfig(cutoff=4.0, max_neighbors=6, angular=5))
+    assert g.angles.shape == (6, 5)
+    bins = np.linspace(-1.0, 1.0, 5)
+    gauss = lambda cos: np.exp(-((cos - bins) / 0.5) ** 2)  # noqa: E731
+    assert np.allclose(g.angles, (4 * gauss(0.0) + gauss(-1.0)) / 5, atol=1e-6)
+
+
+def test_angle_descriptor_invariant_and_cached(tmp_path, nacl, cu):
+    config = GraphConfig(angular=8)
+
+    def summary(s):
+        g = build_graph(s, config)
+        return np.sort(np.round(np.hstack([g.distances[:, None], g.angles]), 4), axis=0)
+
+    ref = summary(nacl)
+    perm = Structure.from_sites([nacl[i] for i in np.random.default_rng(0).permutation(8)])
+    rot = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))[0]
+    rotated = Structure(Lattice(nacl.lattice.matrix @ rot.T), nacl.species, nacl.frac_coords)
+    for other in (perm, rotated):
+        assert np.allclose(summary(other), ref, atol=1e-4)
+    first = featurize_structures([nacl, cu], config, cache_dir=tmp_path)
+    second = featurize_structures([nacl, cu], config, cache_dir=tmp_path)
+    assert all(np.array_equal(a.angles, b.angles) for a, b in zip(first, second, strict=True))
+    assert collate(first).angles.shape == (sum(len(g.distances) for g in first), 8)
+    assert build_graph(nacl).angles.shape == (len(build_graph(nacl).distances), 0)

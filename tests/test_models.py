@@ -120,3 +120,22 @@ def test_transfer_copies_convolutions_and_freezing_keeps_them(nacl, cu, si):
                 fit_normalisation=False)
     assert torch.equal(frozen.convs[1].node_linear.weight, conv_before)
     assert not torch.equal(frozen.head[0].weight, head_before)
+
+
+def test_bond_angle_model_invariant_and_checks_columns(nacl):
+    graph = GraphConfig(cutoff=5.0, max_neighbors=12, angular=6)
+    config = ArchitectureConfig(hidden=16, n_conv=2, n_gaussians=16, head_hidden=16)
+    torch.manual_seed(0)
+    model = build_model(config.model_config(2, graph.cutoff, n_global_features(graph),
+                                            n_angular=graph.angular)).eval()
+
+    def predict(s, g=graph):
+        with torch.no_grad():
+            return model.predict(collate([build_graph(s, g)])).numpy()
+
+    rot = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    rotated = Structure(Lattice(nacl.lattice.matrix @ rot.T), nacl.species, nacl.frac_coords)
+    assert np.allclose(predict(rotated), predict(nacl), atol=1e-5)
+    assert np.allclose(predict(nacl * (2, 1, 1)), predict(nacl), atol=1e-5)
+    with pytest.raises(ValueError, match="bond-angle columns"):
+        predict(nacl, GraphConfig(cutoff=5.0, max_neighbors=12))

@@ -175,3 +175,17 @@ def test_surrogate_elastic_bulk_moduli_near_experiment(references):
             ratio = K[ref.name] / ref.bulk_modulus
             assert 1 / 1.6 <= ratio <= 1.6, f"{ref.name}: K {K[ref.name]:.1f} GPa vs " \
                                              f"{ref.bulk_modulus} GPa; all: {report}"
+
+
+def test_subsample_train_keeps_val_and_test():
+    from invdesign.data.splits import random_split
+    from invdesign.train.pipeline import subsample_train
+
+    split = random_split(100, (0.8, 0.1, 0.1), seed=0)
+    quarter = subsample_train(split, 0.25, seed=3)
+    assert len(quarter.train) == 20 and set(quarter.train) <= set(split.train)
+    assert np.array_equal(quarter.val, split.val) and np.array_equal(quarter.test, split.test)
+    assert np.array_equal(subsample_train(split, 0.25, seed=3).train, quarter.train)
+    assert subsample_train(split, 1.0, seed=3) is split
+    with pytest.raises(ValueError, match="train_fraction"):
+        subsample_train(split, 0.0, seed=3)

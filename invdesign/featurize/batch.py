@@ -19,6 +19,7 @@ class GraphBatch:
         atomic_numbers: (n_atoms,) int64.
         edge_index: (2, n_edges) int64, global atom indices (center, neighbour).
         distances: (n_edges,) float32, A.
+        angles: (n_edges, n_angular) float32 bond-angle descriptors (no columns if none).
         graph_index: (n_atoms,) int64, which graph each atom belongs to.
         global_features: (n_graphs, n_global) float32 crystal-level features.
         n_graphs: number of graphs in the batch.
@@ -27,13 +28,15 @@ class GraphBatch:
     atomic_numbers: torch.Tensor
     edge_index: torch.Tensor
     distances: torch.Tensor
+    angles: torch.Tensor
     graph_index: torch.Tensor
     global_features: torch.Tensor
     n_graphs: int
 
     def to(self, device: torch.device | str) -> GraphBatch:
         return GraphBatch(self.atomic_numbers.to(device), self.edge_index.to(device),
-                          self.distances.to(device), self.graph_index.to(device),
+                          self.distances.to(device), self.angles.to(device),
+                          self.graph_index.to(device),
                           self.global_features.to(device), self.n_graphs)
 
 
@@ -47,6 +50,7 @@ def collate(graphs: Sequence[CrystalGraph]) -> GraphBatch:
         atomic_numbers=torch.from_numpy(np.concatenate([g.atomic_numbers for g in graphs])),
         edge_index=torch.from_numpy(edge_index),
         distances=torch.from_numpy(np.concatenate([g.distances for g in graphs])),
+        angles=torch.from_numpy(np.concatenate([g.angles for g in graphs])),
         graph_index=torch.from_numpy(np.repeat(np.arange(len(graphs)), n_atoms)),
         global_features=torch.from_numpy(np.vstack([g.global_features for g in graphs])),
         n_graphs=len(graphs),

@@ -1,8 +1,11 @@
 """Periodic crystal graphs: atoms as nodes, neighbours within a cutoff (periodic images) as edges.
 
 Distances are stored raw; the Gaussian expansion happens inside the model (it is cheap there and
-keeps the cache small). Graphs for a list of structures are cached on disk under a key made from the
-structures' content and the graph parameters, so a second run skips the neighbour search.
+keeps the cache small). Optionally each edge also carries a bond-angle descriptor: the
+distribution of the angles it makes with the centre atom's other bonds (three-body information
+that a distance-only graph lacks, and that shear stiffness depends on). Graphs for a list of
+structures are cached on disk under a key made from the structures' content and the graph
+parameters, so a second run skips the neighbour search.
 """
 
 from __future__ import annotations
@@ -25,21 +28,26 @@ from invdesign.featurize.composition import (
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FORMAT = 2  # bump when the graph construction changes, invalidating caches
+GRAPH_FORMAT = 3  # bump when the graph construction changes, invalidating caches
 TIE_TOLERANCE = 0.01  # A
+ANGLE_SHELL = 0.5  # A: bond weight in the angle descriptor, exp(-(r - r_nearest) / ANGLE_SHELL)
 
 
 @dataclass(frozen=True, kw_only=True)
 class GraphConfig:
-    """Neighbour search parameters: cutoff radius (A) and maximum neighbours kept per atom."""
+    """Neighbour search parameters: cutoff radius (A) and maximum neighbours kept per atom.
+
+    `angular`: number of Gaussians on cos(angle) in each edge's bond-angle descriptor (0: none).
+    """
 
     cutoff: float = 6.0
     max_neighbors: int = 12
     composition_features: bool = True
     structure_features: bool = True
+    angular: int = 0
 
     def __post_init__(self) -> None:
-        if self.cutoff <= 0 or self.max_neighbors < 1:
+        if self.cutoff <= 0 or self.max_neighbors < 1 or self.angular < 0 or self.angular == 1:
             raise ValueError(f"GraphConfig needs cutoff > 0 and max_neighbors >= 1, got {self}")
 
 
@@ -51,6 +59,8 @@ class CrystalGraph:
         atomic_numbers: (n_atoms,) int64.
         edge_index: (2, n_edges) int64, rows (center, neighbour); each periodic image is an edge.
         distances: (n_edges,) float32 in A.
+        angles: (n_edges, n_angular) float32 bond-angle descriptor of each edge (see
+            `angle_descriptor`); no columns when the config asks for none.
         volume_per_atom: cell volume / n_atoms in A^3.
         density: mass density in g/cm^3.
         global_features: (n_global,) float32 crystal-level inputs to the model's head:
@@ -60,6 +70,7 @@ class CrystalGraph:
     atomic_numbers: np.ndarray
     edge_index: np.ndarray
     distances: np.ndarray
+    angles: np.ndarray
     volume_per_atom: float
     density: float
     global_features: np.ndarray
@@ -75,11 +86,10 @@ def build_graph(structure: Structure, config: GraphConfig = GraphConfig()) -> Cr
     Each atom keeps its `max_neighbors` nearest neighbours within `cutoff` (more when several tie
     at the last distance). An isolated atom (no neighbour within the cutoff) has no edges.
     """
-    center, neighbor, _, dist = structure.get_neighbor_list(config.cutoff)
+    center, neighbor, image, dist = structure.get_neighbor_list(config.cutoff)
     keep = dist > 1e-8
-    center, neighbor, dist = center[keep], neighbor[keep], dist[keep]
-    order = np.lexsort((dist, center))
-    center, neighbor, dist = center[order], neighbor[order], dist[order]
+    order = np.lexsort((dist[keep], center[keep]))
+    center, neighbor, image, dist = (a[keep][order] for a in (center, neighbor, image, dist))
     if len(center):
         # Keep the max_neighbors nearest, plus any neighbour tied (within 0.01 A) with the last
         # one kept, so the graph does not depend on atom order or on how ties are broken.
@@ -87,7 +97,13 @@ def build_graph(structure: Structure, config: GraphConfig = GraphConfig()) -> Cr
         counts = np.bincount(center, minlength=len(structure))
         last = starts + np.minimum(counts[center], config.max_neighbors) - 1
         keep = dist <= dist[last] + TIE_TOLERANCE
-        center, neighbor, dist = center[keep], neighbor[keep], dist[keep]
+        center, neighbor, image, dist = center[keep], neighbor[keep], image[keep], dist[keep]
+    if config.angular:
+        frac = structure.frac_coords
+        vectors = (frac[neighbor] + image - frac[center]) @ structure.lattice.matrix
+        angles = angle_descriptor(center, vectors, dist, len(structure), config.angular)
+    else:
+        angles = np.zeros((len(dist), 0), dtype=np.float32)
     z = atomic_numbers(structure)
     volume = structure.volume
     rho = density(z, volume)
@@ -100,10 +116,43 @@ def build_graph(structure: Structure, config: GraphConfig = GraphConfig()) -> Cr
         atomic_numbers=z,
         edge_index=np.vstack([center, neighbor]).astype(np.int64),
         distances=dist.astype(np.float32),
+        angles=angles,
         volume_per_atom=float(volume / len(z)),
         density=rho,
         global_features=np.asarray(glob, dtype=np.float32),
     )
+
+
+def angle_descriptor(center: np.ndarray, vectors: np.ndarray, dist: np.ndarray, n_atoms: int,
+                     n_bins: int) -> np.ndarray:
+    """Bond-angle descriptor of each edge (i, j): the weighted distribution of cos(j-i-k) over the
+    centre's other edges (i, k), on `n_bins` Gaussians across [-1, 1].
+
+    Edge (i, k) weighs exp(-(r_ik - r_nearest_i) / ANGLE_SHELL), so the first coordination shell
+    dominates; the weights are normalised per edge (an atom with one neighbour gives zeros).
+    Edges must be sorted by centre. Invariant to rotation, translation and atom order.
+    """
+    n_edges = len(center)
+    if n_edges == 0:
+        return np.zeros((0, n_bins), dtype=np.float32)
+    counts = np.bincount(center, minlength=n_atoms)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    nearest = np.full(n_atoms, np.inf)
+    np.minimum.at(nearest, center, dist)
+    weight = np.exp(-(dist - nearest[center]) / ANGLE_SHELL)
+    # every ordered pair (a, b) of distinct edges with the same centre
+    per_edge = counts[center]
+    a = np.repeat(np.arange(n_edges), per_edge)
+    b = starts[center[a]] + np.arange(len(a)) - np.repeat(np.cumsum(per_edge) - per_edge, per_edge)
+    a, b = a[a != b], b[a != b]
+    cos = np.einsum("ij,ij->i", vectors[a], vectors[b]) / (dist[a] * dist[b])
+    width = 2.0 / (n_bins - 1)
+    centres = np.linspace(-1.0, 1.0, n_bins)
+    basis = np.exp(-((np.clip(cos, -1.0, 1.0)[:, None] - centres) / width) ** 2)
+    out = np.zeros((n_edges, n_bins))
+    np.add.at(out, a, weight[b, None] * basis)
+    total = np.bincount(a, weights=weight[b], minlength=n_edges)
+    return (out / np.where(total > 0, total, 1.0)[:, None]).astype(np.float32)
 
 
 def local_environment_features(center: np.ndarray, dist: np.ndarray, n_atoms: int,
@@ -155,6 +204,7 @@ def _save(path: Path, graphs: Sequence[CrystalGraph]) -> None:
         atomic_numbers=np.concatenate([g.atomic_numbers for g in graphs]),
         edge_index=np.concatenate([g.edge_index for g in graphs], axis=1),
         distances=np.concatenate([g.distances for g in graphs]),
+        angles=np.concatenate([g.angles for g in graphs]),
         volume_per_atom=np.array([g.volume_per_atom for g in graphs]),
         density=np.array([g.density for g in graphs]),
         global_features=np.vstack([g.global_features for g in graphs]),
@@ -169,8 +219,9 @@ def _load(path: Path) -> list[CrystalGraph]:
         z = np.split(f["atomic_numbers"], atom_split)
         ei = np.split(f["edge_index"], edge_split, axis=1)
         d = np.split(f["distances"], edge_split)
+        angles = np.split(f["angles"], edge_split)
         glob = f["global_features"]
-        return [CrystalGraph(z[i], ei[i], d[i], float(v), float(rho), glob[i])
+        return [CrystalGraph(z[i], ei[i], d[i], angles[i], float(v), float(rho), glob[i])
                 for i, (v, rho) in enumerate(zip(f["volume_per_atom"], f["density"], strict=True))]
 
 

@@ -26,6 +26,7 @@ class CGCNNConfig:
     hidden: int = 64
     n_conv: int = 3
     n_gaussians: int = 40
+    n_angular: int = 0  # bond-angle descriptor columns per edge (GraphConfig.angular)
     cutoff: float = 6.0
     head_hidden: int = 128
     dropout: float = 0.0
@@ -113,8 +114,8 @@ class CGCNN(nn.Module):
         self.register_buffer("global_std", torch.ones(config.n_global_features))
         self.embed = nn.Linear(config.n_element_features, config.hidden)
         self.expand = GaussianExpansion(config.cutoff, config.n_gaussians)
-        self.convs = nn.ModuleList(
-            GatedConv(config.hidden, config.n_gaussians) for _ in range(config.n_conv))
+        edge_dim = config.n_gaussians + config.n_angular
+        self.convs = nn.ModuleList(GatedConv(config.hidden, edge_dim) for _ in range(config.n_conv))
         self.head = nn.Sequential(
             nn.Linear(config.hidden + config.n_global_features, config.head_hidden), nn.Softplus(),
             nn.Dropout(config.dropout),
@@ -132,13 +133,23 @@ class CGCNN(nn.Module):
                     ) -> torch.Tensor:
         """Pooled crystal representation (n_graphs, hidden) after the convolutions.
 
-        `expanded`: the batch's Gaussian-expanded distances when already computed (ensemble
-        members with one configuration share them)."""
+        `expanded`: the batch's edge features when already computed (ensemble members with one
+        configuration share them)."""
         h = self.embed(self.element_features[batch.atomic_numbers])
-        e = self.expand(batch.distances) if expanded is None else expanded
+        e = self.edge_features(batch) if expanded is None else expanded
         for conv in self.convs:
             h = conv(h, batch.edge_index, e)
         return scatter_mean(h, batch.graph_index, batch.n_graphs)
+
+    def edge_features(self, batch: GraphBatch) -> torch.Tensor:
+        """Gaussian-expanded distances, joined by the bond-angle descriptors if configured."""
+        e = self.expand(batch.distances)
+        if self.config.n_angular:
+            if batch.angles.shape[1] != self.config.n_angular:
+                raise ValueError(f"the model expects {self.config.n_angular} bond-angle columns "
+                                 f"per edge, the graphs carry {batch.angles.shape[1]}")
+            e = torch.cat([e, batch.angles], dim=1)
+        return e
 
     def forward(self, batch: GraphBatch, expanded: torch.Tensor | None = None) -> torch.Tensor:
         pooled = self.embed_graph(batch, expanded)

@@ -32,7 +32,7 @@ class Ensemble(nn.Module):
         out = np.zeros((len(self.members), len(graphs), self.config.n_targets), dtype=np.float32)
         for start in range(0, len(graphs), batch_size):
             batch = collate(graphs[start:start + batch_size])
-            expanded = self.members[0].expand(batch.distances)  # same for every member
+            expanded = self.members[0].edge_features(batch)  # same for every member
             for m, member in enumerate(self.members):
                 out[m, start:start + batch.n_graphs] = member.predict(batch, expanded).numpy()
         return out

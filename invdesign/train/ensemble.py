@@ -30,9 +30,11 @@ class ArchitectureConfig:
     head_hidden: int = 128
     dropout: float = 0.0
 
-    def model_config(self, n_targets: int, cutoff: float, n_global: int) -> CGCNNConfig:
+    def model_config(self, n_targets: int, cutoff: float, n_global: int,
+                     n_angular: int = 0) -> CGCNNConfig:
         return CGCNNConfig(n_targets=n_targets, n_element_features=element_feature_table().shape[1],
-                           n_global_features=n_global, cutoff=cutoff, **asdict(self))
+                           n_global_features=n_global, cutoff=cutoff, n_angular=n_angular,
+                           **asdict(self))
 
 
 @dataclass

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,7 @@ class SurrogateRunConfig:
     split: Literal["random", "composition"] = "composition"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    train_fraction: float = 1.0  # < 1: a seeded subset of the training part (learning curves)
     n_members: int = 5
     workers: int = 2
     max_atoms: int | None = None
@@ -136,10 +137,12 @@ def train_surrogate(
     dataset = load_training_data(data, config, labels)
     y = to_model_space(config.targets, dataset.targets(config.targets))
     split = make_split(dataset, config.split, config.fractions, config.seed)
+    split = subsample_train(split, config.train_fraction, config.seed)
     _check_split(split, config, f"{data} ({len(dataset)} usable records)")
     graphs = featurize_structures(dataset.structures, config.graph, cache_dir=cache_dir)
     model_config = config.architecture.model_config(
-        len(config.targets), config.graph.cutoff, n_global_features(config.graph))
+        len(config.targets), config.graph.cutoff, n_global_features(config.graph),
+        n_angular=config.graph.angular)
     part = {name: ([graphs[i] for i in idx], y[idx])
             for name, idx in [("train", split.train), ("val", split.val), ("test", split.test)]}
     start = time.perf_counter()
@@ -240,6 +243,17 @@ def transfer_states(source: Surrogate, targets: Sequence[str]) -> list[dict[str,
 
 
 _TARGET_ROWS = ("head.5.weight", "head.5.bias", "target_mean", "target_std")
+
+
+def subsample_train(split: Split, fraction: float, seed: int) -> Split:
+    """The split with only a seeded `fraction` of its training part (val and test unchanged)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return split
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(split.train, size=max(1, round(fraction * len(split.train))), replace=False)
+    return replace(split, train=np.sort(keep))
 
 
 def _check_split(split: Split, config: SurrogateRunConfig, source: str) -> None:
