@@ -402,34 +402,43 @@ def generate(
                             budget=budget, seed=seed, minimize=minimize)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
+    Console().print(_top_table(best.table, out))
+    if verify > 0 and len(best):
+        _verify_top(best, verify, out / "verified.csv", workers, calculator)
+
+
+def _top_table(table, out: Path) -> Table:
+    """The top 10 rows of a ranked candidates table for the terminal (fits 80 columns; after
+    the physics screen the ids give way to its columns, they stay in the CSV)."""
+    relaxed = "passed" in table
     show = ["rank", "id", "formula", "objective", "objective_std", "bulk_modulus_vrh",
             "shear_modulus_vrh", "thermal_expansion", "e_above_hull", "passed"]
-    show = [c for c in show if c in best.table]
-    title = (f"top of {len(best)} relaxed candidates, {int(best.table['passed'].sum())} passed "
-             f"the physics screen (ranked first) -> {out}" if "passed" in best.table else
-             f"top of {len(best)} valid, unique, novel candidates -> {out}")
+    show = [c for c in show if c in table and not (c == "id" and relaxed)]
+    title = (f"top of {len(table)} relaxed candidates, {int(table['passed'].sum())} passed "
+             f"the physics screen (ranked first) -> {out}" if relaxed else
+             f"top of {len(table)} valid, unique, novel candidates -> {out}")
     preview = Table(title=title)
     for col in show:
         preview.add_column(_HEADERS.get(col, (col,))[0], no_wrap=True,
                            justify="left" if col in ("id", "formula") else "right")
-    for _, row in best.table.head(10).iterrows():
+    for _, row in table.head(10).iterrows():
         preview.add_row(*[_cell(row[c], *_HEADERS.get(c, (c, 1.0, ".4g"))[1:]) for c in show])
-    Console().print(preview)
-    if verify > 0 and len(best):
-        _verify_top(best, verify, out / "verified.csv", workers, calculator)
+    return preview
 
 
 # column -> (terminal header, scale, format): a top-10 table that fits 80 columns
 _HEADERS = {"rank": ("#", 1.0, "d"), "objective": ("objective", 1.0, ".3g"),
             "objective_std": ("± std", 1.0, ".2g"),
             "bulk_modulus_vrh": ("K GPa", 1.0, ".0f"), "shear_modulus_vrh": ("G GPa", 1.0, ".0f"),
-            "thermal_expansion": ("α 1e-6/K", 1e6, ".1f"),
-            "e_above_hull": ("E_hull eV", 1.0, ".3f")}
+            "thermal_expansion": ("α ppm/K", 1e6, ".1f"),
+            "e_above_hull": ("hull eV", 1.0, ".3f"), "passed": ("ok", 1.0, "")}
 
 
 def _cell(value, scale: float = 1.0, spec: str = ".4g") -> str:
     """A table cell: numbers scaled and formatted, everything else as text."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy bools too
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
+        return "yes" if value else "no"  # numpy bools too, without importing numpy here
+    if not isinstance(value, numbers.Real):
         return str(value)
     if not math.isfinite(value):
         return "-"

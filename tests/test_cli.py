@@ -304,3 +304,22 @@ def test_train_with_bond_angles_round_trips_through_predict(toy_json, tmp_path):
     bad = invoke("train", "surrogate", "--data", toy_json, "--targets", *TARGETS,
                  "--angular", "1", "--out", tmp_path / "bad", *FAST)
     assert bad.exit_code == 2 and "--angular" in bad.output
+
+
+def test_top_table_fits_80_columns_with_and_without_the_physics_screen(tmp_path):
+    import pandas as pd
+    from rich.console import Console
+
+    from invdesign.cli import _top_table
+
+    rows = {"rank": range(1, 11), "id": [f"opt-{i:05d}" for i in range(10)],
+            "formula": ["B2Ru"] * 10, "objective": [0.00349] * 10,
+            "objective_std": [4.2e-05] * 10, "bulk_modulus_vrh": [157.0] * 10,
+            "shear_modulus_vrh": [180.0] * 10, "thermal_expansion": [1.7e-05] * 10}
+    screened = {**rows, "e_above_hull": [-0.108] * 10, "passed": [True] * 9 + [False]}
+    for columns in (rows, screened):
+        console = Console(width=80, record=True)
+        console.print(_top_table(pd.DataFrame(columns), tmp_path / "candidates"))
+        text = console.export_text()
+        assert "…" not in text and "B2Ru" in text and "0.00349" in text
+    assert text.count(" yes ") == 9 and text.count(" no ") == 1 and "-0.108" in text
