@@ -27,6 +27,7 @@ from invdesign.featurize.frames import (
     structures_from_padded,
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
+from invdesign.featurize.volume import AtomicVolumes
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
 from invdesign.models.denoiser import Denoiser, PaddedCrystals
 from invdesign.models.latent_prior import LatentMixture
@@ -40,6 +41,7 @@ REFERENCE_FILE = "reference.npz"  # the training file's structures, for novelty 
 REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and derived properties
 LATENT_PRIOR_FILE = "latent_prior.npz"  # mixture fitted to the training encodings
 DENOISER_FILE = "denoiser.pt"  # coordinate denoiser refining decoded crystals
+VOLUMES_FILE = "atomic_volumes.json"  # additive volumes that scale decoded cells
 REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
 SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened by the head
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
@@ -58,13 +60,15 @@ class Generator:
 
     def __init__(self, *, model: CrystalVAE, graph_config: GraphConfig,
                  conditions: Sequence[str], meta: dict[str, Any] | None = None,
-                 latent_prior: LatentMixture | None = None, denoiser: Denoiser | None = None):
+                 latent_prior: LatentMixture | None = None, denoiser: Denoiser | None = None,
+                 volumes: AtomicVolumes | None = None):
         self.model = model.eval()
         self.graph_config = graph_config
         self.conditions = list(conditions)
         self.meta = dict(meta or {})
         self.latent_prior = latent_prior  # fitted p(z, y); None: sample the Gaussian prior
         self.denoiser = denoiser  # refines decoded coordinates; None: one-shot decoding only
+        self.volumes = volumes  # sets decoded cell volumes; None: the lattice head's volumes
 
     @property
     def config(self) -> VAEConfig:
@@ -91,9 +95,11 @@ class Generator:
         denoiser_file = Path(folder) / DENOISER_FILE
         denoiser = (Denoiser.from_state(torch.load(denoiser_file, weights_only=True))
                     if denoiser_file.exists() else None)
+        volumes_file = Path(folder) / VOLUMES_FILE
+        volumes = AtomicVolumes.load(volumes_file) if volumes_file.exists() else None
         return cls(model=model, graph_config=GraphConfig(**config["graph"]),
                    conditions=config["conditions"], meta=payload["meta"],
-                   latent_prior=latent_prior, denoiser=denoiser)
+                   latent_prior=latent_prior, denoiser=denoiser, volumes=volumes)
 
     def save(self, folder: str | Path) -> Path:
         config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
@@ -112,6 +118,11 @@ class Generator:
             tmp.replace(denoiser_file)
         elif denoiser_file.exists():
             denoiser_file.unlink()
+        volumes_file = Path(folder) / VOLUMES_FILE
+        if self.volumes is not None:
+            self.volumes.save(volumes_file)
+        elif volumes_file.exists():
+            volumes_file.unlink()
         return folder
 
     # ----- conditions -------------------------------------------------------------------------
@@ -243,6 +254,8 @@ class Generator:
             max_atoms: at most this many atoms per cell.
             denoise: move the decoded coordinates with the checkpoint's denoiser (default:
                 when it has one); lattice and species are kept.
+            (With fitted atomic volumes, `self.volumes`, each decoded cell is first scaled to
+            the volume they predict for its composition, before any denoising.)
             seed: seed of the denoiser's fresh noise, where its schedule adds any.
             accept: a check on {atomic number: count}; a decoded composition it rejects is
                 replaced by the most probable one it accepts (`composition_from_logits`).
@@ -255,6 +268,8 @@ class Generator:
               else torch.as_tensor(np.asarray(y_std, dtype=np.float32)))
         out = self.model.decode(zt, yt)
         structures = self._to_structures(out, elements, max_atoms, accept)
+        if self.volumes is not None:
+            structures = self.volumes.rescale(structures)
         if self._denoises(denoise):
             structures = self.denoise(structures, seed=seed)
         return structures

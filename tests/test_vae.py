@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 
 from invdesign.data.archive import read_structures, write_structures
 from invdesign.featurize.batch import collate
@@ -404,3 +406,36 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
         np.testing.assert_allclose(default.frac_coords, undenoised.frac_coords)
     again.denoiser = None
     assert not (Path(again.save(tmp_path / "model")) / "denoiser.pt").exists()
+
+
+def test_atomic_volumes_scale_decoded_cells_and_round_trip(trained, tmp_path, nacl, cu):
+    from invdesign.featurize.volume import AtomicVolumes
+
+    # additive volumes recovered exactly from crystals built to obey them
+    kcl = Structure(Lattice.cubic(6.29), ["K", "Cl"] * 4, nacl.frac_coords)
+    volumes = AtomicVolumes.fit([nacl, cu, kcl])
+    assert volumes.predict(Composition("Cu4")) == pytest.approx(cu.volume, rel=1e-6)
+    assert volumes.predict(Composition("Na4Cl4")) == pytest.approx(nacl.volume, rel=1e-3)
+    assert math.isnan(volumes.predict(Composition("Fe")))
+    squeezed = nacl.copy()
+    squeezed.scale_lattice(0.5 * nacl.volume)
+    scaled, unknown, missing = volumes.rescale([squeezed, Structure(
+        Lattice.cubic(3.0), ["Fe"], [[0, 0, 0]]), None])
+    assert scaled.volume == pytest.approx(volumes.predict(nacl.composition))
+    assert np.allclose(scaled.frac_coords, squeezed.frac_coords)
+    assert unknown.volume == pytest.approx(27.0) and missing is None
+
+    _, folder, data = trained
+    generator = Generator.load(folder)
+    generator.volumes = AtomicVolumes.fit(checkpoint_split_structures(generator, data)[0])
+    out = tmp_path / "with-volumes"
+    shutil.copytree(folder, out)
+    generator.save(out)
+    loaded = Generator.load(out)
+    assert loaded.volumes == generator.volumes
+    for s in loaded.sample(6, seed=1)[0]:
+        if s is not None and math.isfinite(loaded.volumes.predict(s.composition)):
+            assert s.volume == pytest.approx(loaded.volumes.predict(s.composition), rel=1e-6)
+    loaded.volumes = None
+    loaded.save(out)
+    assert not (out / "atomic_volumes.json").exists()
