@@ -58,6 +58,13 @@ def main() -> None:
           f"crystals; {args.part} crystals' volumes within {error:.1%} (median)")
     generator.volumes = None
     decoded = generator.sample(args.n_samples, seed=0, accept=charge_balanced)[0]
+    ratio = np.array([s.volume / volumes.predict(s.composition) for s in decoded
+                      if s is not None])
+    q1, median, q3 = np.nanpercentile(ratio, [25, 50, 75])
+    report["decoded_over_predicted_volume"] = {"median": float(median), "q1": float(q1),
+                                               "q3": float(q3)}
+    print(f"decoded cell volume / predicted volume: median {median:.3f}, middle half "
+          f"{q1:.3f}-{q3:.3f}")
     generator.volumes = volumes
     scaled = generator.sample(args.n_samples, seed=0, accept=charge_balanced)[0]
     print("| samples | " + " | ".join(KEYS) + " |\n|---" + "|---" * len(KEYS) + "|")

@@ -139,3 +139,11 @@ def test_bond_angle_model_invariant_and_checks_columns(nacl):
     assert np.allclose(predict(nacl * (2, 1, 1)), predict(nacl), atol=1e-5)
     with pytest.raises(ValueError, match="bond-angle columns"):
         predict(nacl, GraphConfig(cutoff=5.0, max_neighbors=12))
+
+
+def test_numpy_numbers_in_checkpoint_metadata_still_load_weights_only(tmp_path):
+    meta = {"metric": np.float64(0.5), "counts": np.arange(3), "nested": [{"n": np.int64(2)}]}
+    save_checkpoint(tmp_path / "ck", kind="test", config={}, state_dicts=[], meta=meta)
+    loaded = load_checkpoint(tmp_path / "ck", kind="test")["meta"]
+    assert loaded["metric"] == 0.5 and type(loaded["metric"]) is float
+    assert loaded["counts"] == [0, 1, 2] and loaded["nested"][0]["n"] == 2

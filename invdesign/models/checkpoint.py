@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ def save_checkpoint(folder: str | Path, *, kind: str, config: dict[str, Any],
     """Write a checkpoint folder atomically (temporary files renamed into place)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"version": _package_version(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
+    meta = _plain({"version": _package_version(),
+                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta})
     payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": config,
                "state_dicts": state_dicts, "meta": meta}
     tmp = folder / (WEIGHTS_FILE + ".tmp")
@@ -44,6 +45,21 @@ def save_checkpoint(folder: str | Path, *, kind: str, config: dict[str, Any],
     tmp.write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False) + "\n")
     os.replace(tmp, folder / CARD_FILE)
     return folder
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and arrays in `value` as Python numbers and lists: `weights_only`
+    loading refuses numpy objects, so one stray np.float64 in the metadata would make the
+    checkpoint unloadable."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _json_safe(value: Any) -> Any:
