@@ -173,7 +173,7 @@ class Designer:
             return pd.DataFrame({"composition_distance": np.full(n, np.nan),
                                  "in_domain": np.full(n, inside)})
         predictions = {t: table[t].to_numpy(dtype=float) for t in self.surrogate.targets}
-        domain = self.applicability or ApplicabilityDomain((), (0, 0))
+        domain = self.applicability or ApplicabilityDomain.unknown()
         formulas = (table["formula"].tolist() if "formula" in table and
                     self.applicability is not None else None)
         return domain.assess(formulas, predictions, n=n)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -70,3 +71,9 @@ def test_applicability_domain_round_trips_and_works_without_formulas():
     assert small.assess(["RbCl", "Rb"])["in_domain"].tolist() == [True, False]
     with pytest.raises(ValueError, match="at least one training formula"):
         ApplicabilityDomain.from_training(["??"])
+
+
+def test_unknown_domain_only_checks_that_predictions_are_finite():
+    table = ApplicabilityDomain.unknown().assess(None, {"bulk_modulus_vrh": [1e4, math.nan]}, n=2)
+    assert table["in_domain"].tolist() == [True, False]
+    assert table["domain_note"].tolist() == ["", "no bulk_modulus_vrh prediction"]

@@ -126,6 +126,12 @@ class ApplicabilityDomain:
                 ranges[name] = (float(np.nanmin(array)), float(np.nanmax(array)))
         return cls(tuple(reduced), (min(counts), max(counts)), ranges)
 
+    @classmethod
+    def unknown(cls) -> ApplicabilityDomain:
+        """A domain with no training data on record: `assess(None, predictions)` then only
+        checks that each prediction is finite."""
+        return cls((), (0, 0))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for a checkpoint card)."""
         return {"element_counts": list(self.element_counts),
