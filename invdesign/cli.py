@@ -118,11 +118,13 @@ def train_surrogate_cmd(
         _fail(f"--split must be 'random' or 'composition', got {split!r}")
     if freeze_conv and not init_from:
         _fail("--freeze-conv needs --init-from")
-    if angular < 0 or angular == 1:
-        _fail(f"--angular must be 0 or at least 2 Gaussians, got {angular}")
+    try:
+        graph = GraphConfig(angular=angular)
+    except ValueError as err:
+        _fail(f"--angular {angular}: {err}")
     config = SurrogateRunConfig(
         targets=names, split=split, seed=seed, n_members=members, workers=workers,
-        max_atoms=max_atoms, graph=GraphConfig(angular=angular),
+        max_atoms=max_atoms, graph=graph,
         train=TrainConfig(epochs=epochs, patience=patience, seed=seed,
                           freeze_convolutions=freeze_conv))
     try:

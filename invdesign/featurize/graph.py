@@ -48,7 +48,8 @@ class GraphConfig:
 
     def __post_init__(self) -> None:
         if self.cutoff <= 0 or self.max_neighbors < 1 or self.angular < 0 or self.angular == 1:
-            raise ValueError(f"GraphConfig needs cutoff > 0 and max_neighbors >= 1, got {self}")
+            raise ValueError(f"GraphConfig needs cutoff > 0, max_neighbors >= 1 and angular 0 or "
+                             f">= 2 Gaussians, got {self}")
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,15 @@ def angle_descriptor(center: np.ndarray, vectors: np.ndarray, dist: np.ndarray, 
 
     Edge (i, k) weighs exp(-(r_ik - r_nearest_i) / ANGLE_SHELL), so the first coordination shell
     dominates; the weights are normalised per edge (an atom with one neighbour gives zeros).
-    Edges must be sorted by centre. Invariant to rotation, translation and atom order.
+    Edges must be sorted by centre, then distance (as `build_graph` sorts them). Invariant to
+    rotation, translation and atom order.
     """
     n_edges = len(center)
     if n_edges == 0:
         return np.zeros((0, n_bins), dtype=np.float32)
     counts = np.bincount(center, minlength=n_atoms)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    nearest = np.full(n_atoms, np.inf)
-    np.minimum.at(nearest, center, dist)
-    weight = np.exp(-(dist - nearest[center]) / ANGLE_SHELL)
+    weight = np.exp(-(dist - dist[starts[center]]) / ANGLE_SHELL)  # first edge: the nearest
     # every ordered pair (a, b) of distinct edges with the same centre
     per_edge = counts[center]
     a = np.repeat(np.arange(n_edges), per_edge)
