@@ -234,6 +234,9 @@ def train_denoiser_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(
         help="Continue training the checkpoint's denoiser instead of starting afresh.")] = False,
+    angular: Annotated[int, typer.Option(
+        help="Bond-angle bins per edge (0: distances only); with --resume they are added to "
+             "a denoiser that has none.")] = 0,
 ) -> None:
     """Train a coordinate denoiser on a VAE checkpoint's training split and store it in the
     checkpoint: sampling and decoding then refine decoded coordinates with it."""
@@ -246,7 +249,8 @@ def train_denoiser_cmd(
     try:
         generator = Generator.load(model)
         config = DenoiserConfig(refine_sigma=sigma_start, refine_steps=steps,
-                                refine_noise=noise, refine_start=start, sigma_max=sigma_max)
+                                refine_noise=noise, refine_start=start, sigma_max=sigma_max,
+                                n_angular=angular)
         with training_progress(epochs) as report:
 
             def on_epoch(epoch: int, history) -> None:

@@ -11,7 +11,13 @@ from pymatgen.core import Lattice, Structure
 
 from invdesign.featurize.frames import padded_positions
 from invdesign.generator import refine_structures
-from invdesign.models.denoiser import Denoiser, DenoiserConfig, PaddedCrystals, periodic_knn
+from invdesign.models.denoiser import (
+    Denoiser,
+    DenoiserConfig,
+    PaddedCrystals,
+    bond_angles,
+    periodic_knn,
+)
 from invdesign.train.denoiser import DenoiserTrainConfig, train_denoiser
 
 SMALL = DenoiserConfig(hidden=32, n_layers=2, n_gaussians=16, k=8, sigma_max=0.5)
@@ -45,9 +51,26 @@ def test_padding_never_becomes_a_neighbour(nacl, cu):
     assert int(j[1, :4].max()) < 4
 
 
-def test_prediction_is_rotation_and_permutation_equivariant(nacl):
+def _basis(cos: float, n_bins: int) -> torch.Tensor:
+    centres = torch.linspace(-1.0, 1.0, n_bins)
+    return torch.exp(-((cos - centres) / (2.0 / (n_bins - 1))) ** 2)
+
+
+def test_bond_angles_of_diamond_and_rocksalt(si, nacl):
+    """Diamond: every bond sees its three partners at the tetrahedral angle (cos = -1/3);
+    rocksalt: four at 90 degrees and one opposite."""
+    _, vectors = periodic_knn(_padded([si]), k=4, images=2)
+    got = bond_angles(vectors, vectors.norm(dim=-1), 9)
+    torch.testing.assert_close(got, _basis(-1 / 3, 9).expand_as(got))
+    _, vectors = periodic_knn(_padded([nacl]), k=6, images=2)
+    got = bond_angles(vectors, vectors.norm(dim=-1), 9)
+    torch.testing.assert_close(got, ((4 * _basis(0.0, 9) + _basis(-1.0, 9)) / 5).expand_as(got))
+
+
+@pytest.mark.parametrize("n_angular", [0, 8])
+def test_prediction_is_rotation_and_permutation_equivariant(nacl, n_angular):
     torch.manual_seed(0)
-    model = Denoiser(SMALL).eval()
+    model = Denoiser(replace(SMALL, n_angular=n_angular)).eval()
     s = nacl.copy()
     s.perturb(0.1)
     crystals = _padded([s])
@@ -124,6 +147,29 @@ def test_state_round_trip():
     sigma = torch.tensor([0.2])
     with torch.no_grad():
         assert torch.allclose(model.eval()(crystals, sigma), again(crystals, sigma))
+
+
+def test_bond_angle_features_widen_a_trained_denoiser_without_changing_it(nacl, si):
+    """Angle columns added to a distance-only denoiser start at zero: same predictions, and
+    training continues from there."""
+    torch.manual_seed(0)
+    plain = Denoiser(SMALL).eval()
+    widened = Denoiser(replace(SMALL, n_angular=6)).eval()
+    widened.load_widened(plain)
+    crystals = _padded([nacl.copy().perturb(0.1, seed=0), si.copy().perturb(0.1, seed=1)])
+    sigma = torch.tensor([0.1, 0.3])
+    with torch.no_grad():
+        torch.testing.assert_close(widened(crystals, sigma), plain(crystals, sigma))
+    model, history = train_denoiser([nacl, si] * 4, [nacl, si], replace(SMALL, n_angular=6),
+                                    DenoiserTrainConfig(epochs=2, batch_size=4), init=plain)
+    assert model.config.n_angular == 6 and len(history.val_loss) == 2
+    with pytest.raises(ValueError, match="cannot widen"):
+        plain.load_widened(widened)
+
+
+def test_config_rejects_a_single_angle_bin():
+    with pytest.raises(ValueError, match="n_angular"):
+        DenoiserConfig(n_angular=1)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0])

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invdesign.featurize.graph import ANGLE_SHELL
 from invdesign.models.cgcnn import GaussianExpansion
 
 StartPoint = Literal["decoded", "random"]
@@ -38,6 +39,7 @@ class DenoiserConfig:
     cutoff: float = 6.0  # range of the Gaussian distance expansion, A
     k: int = 16  # neighbours per atom
     images: int = 2  # periodic images searched: -images..images along each lattice vector
+    n_angular: int = 0  # bond-angle bins per edge (0: distances only)
     sigma_min: float = 0.01  # A
     sigma_max: float = 1.0  # A
     refine_sigma: float = 0.3  # refinement starts at this noise level
@@ -47,6 +49,8 @@ class DenoiserConfig:
     refine_stochastic: bool = False  # ancestral steps (fresh noise each step) instead of ODE
 
     def __post_init__(self) -> None:
+        if self.n_angular == 1 or self.n_angular < 0:
+            raise ValueError(f"n_angular must be 0 (off) or at least 2 bins, got {self.n_angular}")
         if self.refine_start not in START_POINTS:
             raise ValueError(f"refine_start must be one of {START_POINTS}, "
                              f"got {self.refine_start!r}")
@@ -122,6 +126,22 @@ def periodic_knn(crystals: PaddedCrystals, k: int, images: int
     return j, vectors
 
 
+def bond_angles(vectors: torch.Tensor, dist: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bond-angle descriptor of each edge (B, M, k, n_bins): the distribution of cos(j-i-l)
+    over the centre's other edges l on Gaussians across [-1, 1], edge l weighted by
+    exp(-(r_il - r_nearest) / ANGLE_SHELL) so the first coordination shell dominates (the
+    dense counterpart of `invdesign.featurize.graph.angle_descriptor`)."""
+    unit = vectors / dist[..., None]
+    cos = torch.einsum("bmkx,bmlx->bmkl", unit, unit).clamp(-1.0, 1.0)
+    weight = torch.exp(-(dist - dist.min(-1, keepdim=True).values) / ANGLE_SHELL)  # (B, M, k)
+    k = dist.shape[-1]
+    weight = weight[..., None, :] * (1 - torch.eye(k))  # (B, M, k, l), no edge with itself
+    centres = torch.linspace(-1.0, 1.0, n_bins)
+    basis = torch.exp(-((cos[..., None] - centres) / (2.0 / (n_bins - 1))) ** 2)
+    out = (weight[..., None] * basis).sum(-2)
+    return out / weight.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
 def gather_neighbours(x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """Per-atom features x (B, M, F) at the neighbour indices j (B, M, k): (B, M, k, F)."""
     b, m, k = j.shape
@@ -160,11 +180,11 @@ class Denoiser(nn.Module):
         self.sigma_embed = nn.Sequential(nn.Linear(1, c.hidden), nn.SiLU(),
                                          nn.Linear(c.hidden, c.hidden))
         self.expand = GaussianExpansion(c.cutoff, c.n_gaussians)
-        self.blocks = nn.ModuleList(EdgeBlock(c.hidden, c.n_gaussians)
-                                    for _ in range(c.n_layers))
+        edge_dim = c.n_gaussians + c.n_angular
+        self.blocks = nn.ModuleList(EdgeBlock(c.hidden, edge_dim) for _ in range(c.n_layers))
         self.weight_center = nn.Linear(c.hidden, c.hidden)
         self.weight_neighbour = nn.Linear(c.hidden, c.hidden, bias=False)
-        self.weight_edge = nn.Linear(c.n_gaussians, c.hidden, bias=False)
+        self.weight_edge = nn.Linear(edge_dim, c.hidden, bias=False)
         self.weight_out = nn.Linear(c.hidden, 1)
 
     def log_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -178,6 +198,8 @@ class Denoiser(nn.Module):
         j, vectors = periodic_knn(crystals, c.k, c.images)
         dist = vectors.norm(dim=-1).clamp(min=1e-3)  # (B, M, k)
         e = self.expand(dist.reshape(-1)).reshape(*dist.shape, -1)
+        if c.n_angular:
+            e = torch.cat([e, bond_angles(vectors, dist, c.n_angular)], -1)
         h = self.embed(crystals.numbers) + self.sigma_embed(self.log_sigma(sigma)[:, None])[:, None]
         for block in self.blocks:
             h = block(h, j, e)
@@ -231,6 +253,25 @@ class Denoiser(nn.Module):
     def state(self) -> dict:
         """Config and weights, loadable with torch.load(weights_only=True)."""
         return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
+
+    def load_widened(self, other: Denoiser) -> None:
+        """Start from a denoiser that sees fewer edge features (no bond angles): its weights are
+        copied and the new edge columns start at zero, so the predictions are unchanged."""
+        theirs = other.state_dict()
+        mine = self.state_dict()
+        if set(theirs) != set(mine):
+            raise ValueError("denoisers differ in more than their edge features")
+        for name, value in theirs.items():
+            target = mine[name]
+            if value.shape == target.shape:
+                target.copy_(value)
+            elif value.ndim == 2 and value.shape[0] == target.shape[0] \
+                    and value.shape[1] < target.shape[1]:
+                target.zero_()
+                target[:, :value.shape[1]] = value
+            else:
+                raise ValueError(f"{name}: cannot widen {tuple(value.shape)} to "
+                                 f"{tuple(target.shape)}")
 
     @classmethod
     def from_state(cls, state: dict) -> Denoiser:

@@ -86,8 +86,8 @@ def train_denoiser(train: Sequence[Structure], val: Sequence[Structure],
                    train_config: DenoiserTrainConfig | None = None, *,
                    on_epoch: EpochCallback | None = None, init: Denoiser | None = None
                    ) -> tuple[Denoiser, DenoiserHistory]:
-    """Fit a denoiser on the training crystals (starting from `init`'s weights when given);
-    keeps the best validation epoch's weights."""
+    """Fit a denoiser on the training crystals (starting from `init`'s weights when given; `init`
+    may lack the bond-angle features `config` adds); keeps the best validation epoch's weights."""
     config = config or DenoiserConfig()
     train_config = train_config or DenoiserTrainConfig()
     torch.manual_seed(train_config.seed)
@@ -95,7 +95,7 @@ def train_denoiser(train: Sequence[Structure], val: Sequence[Structure],
     gen = torch.Generator().manual_seed(train_config.seed)
     model = Denoiser(config)
     if init is not None:
-        model.load_state_dict(init.state_dict())
+        model.load_widened(init)
     data, held = (PaddedCrystals.from_arrays(*padded_positions(part)) for part in (train, val))
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=10,
