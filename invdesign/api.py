@@ -287,7 +287,13 @@ class Designer:
         return np.concatenate([best, prior])
 
     def _rank(self, search: _Search, scorers: list[Scorer], n: int) -> Candidates:
-        cands = self.assess(search.shortlist(n), prefix="opt", scorer=scorers[0])
+        shortlist = search.shortlist(n)
+        if self.generator.denoiser is not None:
+            # the search scores one-shot decodings (thousands of them); only the shortlist
+            # is denoised, then screened and scored again as a whole
+            shortlist = [s for s in map(design_ready, self.generator.denoise(shortlist))
+                         if s is not None]
+        cands = self.assess(shortlist, prefix="opt", scorer=scorers[0])
         table = cands.table
         keep = (table["valid"] & table["unique"] & table["novel"].fillna(True).astype(bool)
                 & table["plausible"] & table.get("in_domain", False)).to_numpy(dtype=bool)
@@ -380,7 +386,7 @@ class _Search:
         self.evaluated += len(z)
         decoded = self.designer.generator.decode(z, y, elements=self.elements,
                                                  max_atoms=self.max_atoms,
-                                                 accept=charge_balanced)
+                                                 accept=charge_balanced, denoise=False)
         scores = np.full(len(z), -np.inf)
         ready = [design_ready(s) for s in decoded]
         usable = [i for i, s in enumerate(ready) if s is not None]

@@ -262,3 +262,32 @@ def test_shipped_carbon24_records_its_datasets_pressure():
     """Carbon-24 was searched at 10 GPa: `sample --relax` relaxes its samples there."""
     assert Generator.load("vae-carbon24").data_pressure == 10.0
     assert Generator.load("vae-perov5").data_pressure == 0.0
+
+
+def test_search_decodes_one_shot_and_denoises_only_the_shortlist(designer, monkeypatch):
+    """Thousands of search decodings skip the denoiser; the shortlist is denoised once per
+    ranking and every candidate returned comes out of it."""
+    from invdesign.models.denoiser import Denoiser, DenoiserConfig
+
+    generator = designer.generator
+    monkeypatch.setattr(generator, "denoiser", Denoiser(DenoiserConfig(
+        hidden=8, n_layers=1, n_gaussians=8, k=4, refine_steps=2)))
+    decode_flags, denoised = [], []
+    decode, denoise = generator.decode, generator.denoise
+
+    def spy_decode(*args, **kwargs):
+        decode_flags.append(kwargs.get("denoise"))
+        return decode(*args, **kwargs)
+
+    def spy_denoise(structures, **kwargs):
+        out = denoise(structures, **kwargs)
+        denoised.extend(s for s in out if s is not None)
+        return out
+
+    monkeypatch.setattr(generator, "decode", spy_decode)
+    monkeypatch.setattr(generator, "denoise", spy_denoise)
+    best = designer.optimize("E * alpha", n=3, method="cmaes", budget=60, seed=0)
+    assert decode_flags and all(flag is False for flag in decode_flags)
+    assert denoised
+    for s in best.structures:
+        assert any(s.composition == d.composition for d in denoised)
