@@ -287,13 +287,7 @@ class Designer:
         return np.concatenate([best, prior])
 
     def _rank(self, search: _Search, scorers: list[Scorer], n: int) -> Candidates:
-        shortlist = search.shortlist(n)
-        if self.generator.denoiser is not None:
-            # the search scores one-shot decodings (thousands of them); only the shortlist
-            # is denoised, then screened and scored again as a whole
-            shortlist = [s for s in map(design_ready, self.generator.denoise(shortlist))
-                         if s is not None]
-        cands = self.assess(shortlist, prefix="opt", scorer=scorers[0])
+        cands = self.assess(search.shortlist(n), prefix="opt", scorer=scorers[0])
         table = cands.table
         keep = (table["valid"] & table["unique"] & table["novel"].fillna(True).astype(bool)
                 & table["plausible"] & table.get("in_domain", False)).to_numpy(dtype=bool)
@@ -370,6 +364,7 @@ class _Search:
         self.per_formula = per_formula
         self.structures: list[Structure] = []  # usable, in-domain candidates
         self.scores: list[float] = []
+        self.refined: dict[int, Structure | None] = {}  # denoised shortlist entries, by index
         self.found: Counter[str] = Counter()  # in-domain candidates per reduced formula
         self.evaluated = 0
         self.radius = trust_radius(designer.generator.config.latent)
@@ -414,19 +409,29 @@ class _Search:
 
     def shortlist(self, n: int, factor: int = 5) -> list[Structure]:
         """The best-scored in-domain candidates for the (slower) uniqueness and novelty
-        checks: at most `per_formula` per reduced formula, `factor * n` (>= 200) in all."""
+        checks: at most `per_formula` per reduced formula, `factor * n` (>= 200) in all.
+
+        The search scores one-shot decodings (thousands of them); with a denoiser only the
+        shortlist is denoised, each candidate once however often the search re-ranks, and
+        screened again (`design_ready`); one that fails drops out."""
         per_formula = self.per_formula
         order = np.argsort(-np.asarray(self.scores), kind="stable")
         seen: dict[str, int] = {}
-        keep: list[Structure] = []
+        keep: list[int] = []
         for i in order:
             formula = self.structures[i].composition.reduced_formula
             if seen.get(formula, 0) < per_formula:
                 seen[formula] = seen.get(formula, 0) + 1
-                keep.append(self.structures[i])
+                keep.append(int(i))
             if len(keep) >= max(factor * n, 200):
                 break
-        return keep
+        generator = self.designer.generator
+        if generator.denoiser is None:
+            return [self.structures[i] for i in keep]
+        todo = [i for i in keep if i not in self.refined]
+        denoised = generator.denoise([self.structures[i] for i in todo])
+        self.refined.update(zip(todo, map(design_ready, denoised), strict=True))
+        return [s for s in (self.refined[i] for i in keep) if s is not None]
 
     def gradient(self, starts: np.ndarray, budget: int, seed: int) -> None:
         """Ascend from every start (and jittered copies while the budget allows)."""
