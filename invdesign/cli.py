@@ -237,6 +237,10 @@ def train_denoiser_cmd(
     angular: Annotated[int, typer.Option(
         help="Bond-angle bins per edge (0: distances only); with --resume they are added to "
              "a denoiser that has none.")] = 0,
+    lattice_noise: Annotated[float, typer.Option(
+        help="Cell strain noise (std at --sigma-max) the denoiser learns to undo, so sampling "
+             "refines the decoded cell as well as the coordinates (0: cell kept); with "
+             "--resume it is added to a denoiser that has none.")] = 0.0,
 ) -> None:
     """Train a coordinate denoiser on a VAE checkpoint's training split and store it in the
     checkpoint: sampling and decoding then refine decoded coordinates with it."""
@@ -250,7 +254,7 @@ def train_denoiser_cmd(
         generator = Generator.load(model)
         config = DenoiserConfig(refine_sigma=sigma_start, refine_steps=steps,
                                 refine_noise=noise, refine_start=start, sigma_max=sigma_max,
-                                n_angular=angular)
+                                n_angular=angular, lattice_noise=lattice_noise)
         with training_progress(epochs) as report:
 
             def on_epoch(epoch: int, history) -> None:

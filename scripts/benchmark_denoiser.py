@@ -2,8 +2,9 @@
 split.
 
 For each schedule (start noise level, number of steps, fresh noise or not, deterministic or
-ancestral steps; with `--start random` the decoded positions are replaced by uniform random
-ones in the decoded cell, DiffCSP-style) the same prior samples are refined
+ancestral steps, cell refined or kept where the denoiser learnt cell strains; with
+`--start random` the decoded positions are replaced by uniform random ones in the decoded
+cell, DiffCSP-style) the same prior samples are refined
 and scored like `benchmark_generation.py` scores samples (validity, uniqueness, CDVAE COV and
 EMD) against the checkpoint's *validation* crystals; the schedule with the best mean of COV-R
 and COV-P there (ties: validity) is then scored once against the *test* crystals, beside the
@@ -33,7 +34,7 @@ from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import held_out_structures
 from invdesign.validity import check_structures, validity_rates
 
-SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic")
+SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell")
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
 
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--noise", choices=["yes", "no", "both"], default="both")
     parser.add_argument("--start", choices=["decoded", "random"], default="decoded")
     parser.add_argument("--stochastic", choices=["yes", "no", "both"], default="no")
+    parser.add_argument("--cell", choices=["yes", "no", "both"], default="yes",
+                        help="refine the cell (denoisers trained with --lattice-noise only)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--relax-n", type=int, default=0,
@@ -86,10 +89,11 @@ def main() -> None:
                                denoise=False)[0]
     flags = {"yes": [True], "no": [False], "both": [False, True]}
     noises = [False] if args.start == "random" else flags[args.noise]
+    cells = flags[args.cell] if generator.denoiser.config.lattice_noise else [False]
     schedules = [{"sigma_start": sigma, "steps": steps, "noise": noise, "start": args.start,
-                  "stochastic": stochastic}
-                 for sigma, steps, noise, stochastic in itertools.product(
-                     args.sigmas, args.steps, noises, flags[args.stochastic])]
+                  "stochastic": stochastic, "cell": cell}
+                 for sigma, steps, noise, stochastic, cell in itertools.product(
+                     args.sigmas, args.steps, noises, flags[args.stochastic], cells)]
     rows = []
     for schedule in schedules:
         start = time.perf_counter()
@@ -125,7 +129,8 @@ def main() -> None:
                                             refine_steps=best["steps"],
                                             refine_noise=best["noise"],
                                             refine_start=best["start"],
-                                            refine_stochastic=best["stochastic"])
+                                            refine_stochastic=best["stochastic"],
+                                            refine_cell=best["cell"])
         card = generator.meta.setdefault("denoiser", {})
         card["config"] = generator.denoiser.config.to_dict()
         card["schedule"] = {

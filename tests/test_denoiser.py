@@ -85,6 +85,95 @@ def test_prediction_is_rotation_and_permutation_equivariant(nacl, n_angular):
         assert torch.allclose(model(permuted, sigma), eps[:, perm], atol=1e-5)
 
 
+def test_cell_strain_is_rotation_equivariant_and_permutation_invariant(nacl):
+    """The predicted strain of a rotated crystal is the rotated strain, R^T E R (row vectors),
+    and symmetric; relabelling atoms does not change it."""
+    torch.manual_seed(0)
+    model = _random_cell_head()
+    s = nacl.copy()
+    s.perturb(0.1)
+    crystals = _padded([s])
+    sigma = torch.tensor([0.3])
+    rot = _rotation()
+    rotated = PaddedCrystals(crystals.lattice @ rot, crystals.cart @ rot, crystals.numbers)
+    perm = torch.randperm(len(s), generator=torch.Generator().manual_seed(1))
+    permuted = PaddedCrystals(crystals.lattice, crystals.cart[:, perm], crystals.numbers[:, perm])
+    with torch.no_grad():
+        _, strain = model.predict(crystals, sigma)
+        assert strain.abs().max() > 1e-3
+        torch.testing.assert_close(strain, strain.transpose(1, 2))
+        torch.testing.assert_close(model.predict(rotated, sigma)[1], rot.T @ strain @ rot,
+                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model.predict(permuted, sigma)[1], strain, atol=1e-5,
+                                   rtol=1e-4)
+
+
+def _random_cell_head() -> Denoiser:
+    """A denoiser with a cell head whose zero initial weights are replaced by random ones."""
+    model = Denoiser(replace(SMALL, lattice_noise=0.1)).eval()
+    with torch.no_grad():
+        for layer in (model.strain_out, model.strain_iso):
+            layer.weight.normal_(0.0, 0.3)
+            layer.bias.normal_(0.0, 0.1)
+    return model
+
+
+def test_refinement_undoes_a_known_cell_strain(nacl):
+    """With the exact strain as the prediction (and no position noise), refinement walks a
+    strained cell back to the reference cell and keeps the fractional coordinates."""
+    model = Denoiser(replace(SMALL, lattice_noise=0.1))
+    reference = _padded([nacl]).lattice
+    strain = torch.tensor([[0.06, 0.02, 0.0], [0.02, -0.03, 0.01], [0.0, 0.01, 0.04]])
+    strained = nacl.copy()
+    strained.lattice = Lattice(nacl.lattice.matrix @ (np.eye(3) + strain.numpy()))
+
+    def exact(crystals, sigma):  # the strain still between the current and the reference cell
+        current = torch.linalg.solve(reference, crystals.lattice) - torch.eye(3)
+        return torch.zeros_like(crystals.cart), current
+
+    model.predict = exact
+    out = refine_structures(model, [strained], sigma_start=0.3, steps=5)[0]
+    np.testing.assert_allclose(out.lattice.matrix, nacl.lattice.matrix, atol=1e-4)
+    moved = (out.frac_coords - strained.frac_coords + 0.5) % 1.0 - 0.5  # 0 and 1 are one point
+    np.testing.assert_allclose(moved, 0.0, atol=1e-5)
+    kept = refine_structures(model, [strained], sigma_start=0.3, steps=5, cell=False)[0]
+    np.testing.assert_allclose(kept.lattice.matrix, strained.lattice.matrix, atol=1e-5)
+
+
+def test_a_new_cell_head_changes_nothing_until_trained(nacl, si):
+    """A distance-only denoiser widened with a cell head predicts the same noise and leaves
+    the cell as it is; asking a denoiser without one to refine cells is an error."""
+    torch.manual_seed(0)
+    plain = Denoiser(SMALL).eval()
+    with_cell = Denoiser(replace(SMALL, lattice_noise=0.1)).eval()
+    with_cell.load_widened(plain)
+    crystals = _padded([nacl.copy().perturb(0.1, seed=0), si.copy().perturb(0.1, seed=1)])
+    sigma = torch.tensor([0.1, 0.3])
+    with torch.no_grad():
+        eps, strain = with_cell.predict(crystals, sigma)
+        torch.testing.assert_close(eps, plain(crystals, sigma))
+        assert torch.equal(strain, torch.zeros_like(strain))
+    out = refine_structures(with_cell, [nacl], steps=3)[0]
+    np.testing.assert_allclose(out.lattice.matrix, nacl.lattice.matrix, atol=1e-5)
+    with pytest.raises(ValueError, match="lattice_noise"):
+        refine_structures(plain, [nacl], steps=3, cell=True)
+    with pytest.raises(ValueError, match="lattice_noise"):
+        DenoiserConfig(lattice_noise=0.7)
+
+
+def test_trained_cell_head_shrinks_a_swollen_crystal(nacl, si, cu):
+    """Trained with cell strains on three prototypes, refinement takes most of an isotropic
+    5 % stretch of each back out; the untrained head would leave it."""
+    config = replace(SMALL, lattice_noise=0.1)
+    model, _ = train_denoiser([nacl, si, cu] * 8, [nacl, si, cu], config,
+                              DenoiserTrainConfig(epochs=80, batch_size=8, lr=3e-3))
+    for ideal in (nacl, si, cu):
+        swollen = ideal.copy()
+        swollen.scale_lattice(ideal.volume * 1.05 ** 3)
+        out = refine_structures(model, [swollen], sigma_start=0.5, steps=10)[0]
+        assert abs(out.volume / ideal.volume - 1) < 0.6 * (1.05 ** 3 - 1)
+
+
 def test_refinement_keeps_lattice_and_species(nacl, cu):
     model = Denoiser(SMALL)
     out = refine_structures(model, [nacl, None, cu], steps=3, noise=True, seed=0)

@@ -6,9 +6,16 @@ over periodic k-nearest-neighbour graphs predicts that noise (its translation-fr
 noisy crystal. Refinement treats decoded positions as noisy at `sigma_start` (optionally adding
 fresh noise of that scale) and walks sigma down a geometric ladder with deterministic steps
 x <- x - (sigma_i - sigma_{i+1}) * eps_hat, ending at the network's denoised estimate (or
-ancestral steps with fresh noise). Lattice and species are kept; only coordinates move. A few
-dozen batched steps, no Langevin chains. A denoiser trained with noise up to about half the cell
-can also start from uniform random positions (DiffCSP-style generation of the coordinates).
+ancestral steps with fresh noise). Species are kept. With `lattice_noise`, the cell is noised
+too: a random symmetric strain E (std tau = lattice_noise * sigma / sigma_max) deforms cell and
+positions together, L -> L (I + E), and an equivariant head predicts E itself from the same
+graph (a weighted mean of bond-direction outer products plus an isotropic term; the strain, not
+E / tau, so that bond-length deviations map to it the same way at every noise level). Each
+refinement step undoes the share (tau_i - tau_{i+1}) / tau_i of the predicted strain, so the
+decoded cell walks back towards the training crystals' cells; otherwise the lattice is kept
+and only coordinates move. A few dozen batched steps, no Langevin chains. A denoiser trained
+with noise up to about half the cell can also start from uniform random positions
+(DiffCSP-style generation of the coordinates).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class DenoiserConfig:
     k: int = 16  # neighbours per atom
     images: int = 2  # periodic images searched: -images..images along each lattice vector
     n_angular: int = 0  # bond-angle bins per edge (0: distances only)
+    lattice_noise: float = 0.0  # strain std at sigma_max (0: the cell is kept, never refined)
     sigma_min: float = 0.01  # A
     sigma_max: float = 1.0  # A
     refine_sigma: float = 0.3  # refinement starts at this noise level
@@ -47,10 +55,13 @@ class DenoiserConfig:
     refine_noise: bool = False  # add fresh noise of scale refine_sigma before refining
     refine_start: StartPoint = "decoded"  # "random": positions drawn uniformly in the cell instead
     refine_stochastic: bool = False  # ancestral steps (fresh noise each step) instead of ODE
+    refine_cell: bool = True  # refine the cell too (only where lattice_noise > 0)
 
     def __post_init__(self) -> None:
         if self.n_angular == 1 or self.n_angular < 0:
             raise ValueError(f"n_angular must be 0 (off) or at least 2 bins, got {self.n_angular}")
+        if not 0.0 <= self.lattice_noise < 0.5:
+            raise ValueError(f"lattice_noise must be in [0, 0.5), got {self.lattice_noise}")
         if self.refine_start not in START_POINTS:
             raise ValueError(f"refine_start must be one of {START_POINTS}, "
                              f"got {self.refine_start!r}")
@@ -88,6 +99,11 @@ class PaddedCrystals:
 
     def with_positions(self, cart: torch.Tensor) -> PaddedCrystals:
         return PaddedCrystals(self.lattice, cart, self.numbers)
+
+    def strained(self, deformation: torch.Tensor) -> PaddedCrystals:
+        """Cell and positions deformed together by (B, 3, 3) matrices acting on row vectors
+        (fractional coordinates unchanged)."""
+        return PaddedCrystals(self.lattice @ deformation, self.cart @ deformation, self.numbers)
 
     def frac_coords(self) -> np.ndarray:
         """(B, M, 3) fractional coordinates in [0, 1), float64."""
@@ -170,8 +186,16 @@ class EdgeBlock(nn.Module):
         msg = (torch.sigmoid(gate) * nn.functional.silu(signal)).mean(2)
         return self.norm(h + self.update(torch.cat([h, msg], -1)))
 
+def symmetric_noise(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 3, 3) symmetric Gaussian matrices (A + A^T) / 2: a rotation-free random strain
+    of unit scale."""
+    a = torch.randn(batch, 3, 3, generator=generator)
+    return (a + a.transpose(1, 2)) / 2
+
+
 class Denoiser(nn.Module):
-    """Predicts the unit Gaussian noise on atom positions: sum_j w_ij (r_ij / |r_ij|)."""
+    """Predicts the unit Gaussian noise on atom positions, sum_j w_ij (r_ij / |r_ij|), and with
+    `lattice_noise` the strain of the cell, mean_ij v_ij u_ij u_ij^T + s I."""
 
     def __init__(self, config: DenoiserConfig = DenoiserConfig()):
         super().__init__()
@@ -186,6 +210,12 @@ class Denoiser(nn.Module):
         self.weight_neighbour = nn.Linear(c.hidden, c.hidden, bias=False)
         self.weight_edge = nn.Linear(edge_dim, c.hidden, bias=False)
         self.weight_out = nn.Linear(c.hidden, 1)
+        if c.lattice_noise:  # zero-initialised: an untrained head leaves the cell as it is
+            self.strain_out = nn.Linear(c.hidden, 1)  # per-edge weight of u u^T
+            self.strain_iso = nn.Linear(c.hidden, 1)  # isotropic part from the mean atom state
+            for layer in (self.strain_out, self.strain_iso):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def log_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
         """Noise level rescaled to [0, 1] over the trained range."""
@@ -194,6 +224,16 @@ class Denoiser(nn.Module):
 
     def forward(self, crystals: PaddedCrystals, sigma: torch.Tensor) -> torch.Tensor:
         """Predicted noise (B, M, 3) for positions inside the cell at noise levels sigma (B,)."""
+        return self.predict(crystals, sigma)[0]
+
+    def tau(self, sigma: float | torch.Tensor) -> float | torch.Tensor:
+        """Strain noise std at position noise level sigma."""
+        return self.config.lattice_noise * sigma / self.config.sigma_max
+
+    def predict(self, crystals: PaddedCrystals, sigma: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(unit position noise (B, M, 3), cell strain (B, 3, 3) or None without
+        `lattice_noise`) for positions inside the cell at noise levels sigma (B,)."""
         c = self.config
         j, vectors = periodic_knn(crystals, c.k, c.images)
         dist = vectors.norm(dim=-1).clamp(min=1e-3)  # (B, M, k)
@@ -203,18 +243,29 @@ class Denoiser(nn.Module):
         h = self.embed(crystals.numbers) + self.sigma_embed(self.log_sigma(sigma)[:, None])[:, None]
         for block in self.blocks:
             h = block(h, j, e)
-        w = self.weight_out(nn.functional.silu(
+        edge = nn.functional.silu(
             self.weight_center(h)[:, :, None] + gather_neighbours(self.weight_neighbour(h), j)
-            + self.weight_edge(e)))  # (B, M, k, 1)
-        eps = (w * vectors / dist[..., None]).sum(2)
-        return eps * crystals.mask[..., None]
+            + self.weight_edge(e))  # (B, M, k, H)
+        unit = vectors / dist[..., None]
+        mask = crystals.mask[..., None].float()
+        eps = (self.weight_out(edge) * unit).sum(2) * mask
+        if not c.lattice_noise:
+            return eps, None
+        outer = unit[..., :, None] * unit[..., None, :]  # (B, M, k, 3, 3)
+        per_atom = (self.strain_out(edge)[..., None] * outer).mean(2)  # (B, M, 3, 3)
+        n_atoms = mask.sum(1).clamp(min=1)  # (B, 1)
+        anisotropic = (per_atom * mask[..., None]).sum(1) / n_atoms[..., None]
+        isotropic = self.strain_iso((h * mask).sum(1) / n_atoms)  # (B, 1)
+        return eps, anisotropic + isotropic[..., None] * torch.eye(3)
 
     @torch.no_grad()
     def refine(self, crystals: PaddedCrystals, *, sigma_start: float | None = None,
                steps: int | None = None, noise: bool | None = None,
                start: StartPoint | None = None, stochastic: bool | None = None,
-               generator: torch.Generator | None = None) -> PaddedCrystals:
-        """Walk the positions down the noise ladder sigma_start -> sigma_min -> 0.
+               cell: bool | None = None, generator: torch.Generator | None = None
+               ) -> PaddedCrystals:
+        """Walk the positions (and with `cell`, by default on when the denoiser learnt cell
+        strains, the lattice) down the noise ladder sigma_start -> sigma_min -> 0.
 
         `start="random"` discards the given positions and draws them uniformly in the cell
         (the large-noise limit on the torus; use it with sigma_start near sigma_max), so only
@@ -226,6 +277,9 @@ class Denoiser(nn.Module):
         noise = c.refine_noise if noise is None else noise
         start = c.refine_start if start is None else start
         stochastic = c.refine_stochastic if stochastic is None else stochastic
+        cell = c.refine_cell and c.lattice_noise > 0 if cell is None else cell
+        if cell and not c.lattice_noise:
+            raise ValueError("cell refinement needs a denoiser trained with lattice_noise > 0")
         if sigma_start <= 0 or steps < 1:
             raise ValueError(f"sigma_start must be > 0 and steps >= 1, got {sigma_start} "
                              f"and {steps}")
@@ -241,13 +295,18 @@ class Denoiser(nn.Module):
             cart = cart + sigma_start * center(torch.randn(cart.shape, generator=generator), mask)
         for s, s_next in itertools.pairwise(sigmas):
             current = crystals.with_positions(crystals.wrapped(cart))
-            eps = self(current, torch.full((len(cart),), s))
+            eps, strain = self.predict(current, torch.full((len(cart),), s))
             if stochastic and s_next > 0:
                 variance = s ** 2 - s_next ** 2
                 fresh = center(torch.randn(cart.shape, generator=generator), mask)
                 cart = current.cart - variance / s * eps + math.sqrt(variance) * s_next / s * fresh
             else:
                 cart = current.cart - (s - s_next) * eps
+            crystals = current
+            if cell:  # undo this step's share of the predicted strain
+                undo = torch.linalg.inv(torch.eye(3) + (1 - s_next / s) * strain)
+                crystals = current.strained(undo)
+                cart = cart @ undo
         return crystals.with_positions(crystals.wrapped(cart))
 
     def state(self) -> dict:
@@ -255,12 +314,14 @@ class Denoiser(nn.Module):
         return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
 
     def load_widened(self, other: Denoiser) -> None:
-        """Start from a denoiser that sees fewer edge features (no bond angles): its weights are
-        copied and the new edge columns start at zero, so the predictions are unchanged."""
+        """Start from a denoiser that sees fewer edge features (no bond angles) or has no cell
+        head: its weights are copied, new edge columns start at zero (so the position
+        predictions are unchanged) and a new cell head keeps its initialisation."""
         theirs = other.state_dict()
         mine = self.state_dict()
-        if set(theirs) != set(mine):
-            raise ValueError("denoisers differ in more than their edge features")
+        new = set(mine) - set(theirs)
+        if set(theirs) - set(mine) or any(not name.startswith("strain_") for name in new):
+            raise ValueError("denoisers differ in more than their edge features and cell head")
         for name, value in theirs.items():
             target = mine[name]
             if value.shape == target.shape:

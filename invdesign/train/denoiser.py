@@ -1,4 +1,5 @@
-"""Training loop for the coordinate denoiser (denoising score matching on atom positions)."""
+"""Training loop for the coordinate denoiser (denoising score matching on atom positions and,
+optionally, on cell strains)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import torch
 from pymatgen.core import Structure
 
 from invdesign.featurize.frames import padded_positions
-from invdesign.models.denoiser import Denoiser, DenoiserConfig, PaddedCrystals, center
+from invdesign.models.denoiser import (
+    Denoiser,
+    DenoiserConfig,
+    PaddedCrystals,
+    center,
+    symmetric_noise,
+)
 
 EpochCallback = Callable[[int, "DenoiserHistory"], None]
 
@@ -40,24 +47,33 @@ class DenoiserHistory:
 
 
 def noised(model: Denoiser, crystals: PaddedCrystals, generator: torch.Generator
-           ) -> tuple[PaddedCrystals, torch.Tensor, torch.Tensor]:
-    """Crystals with translation-free Gaussian noise at log-uniform levels:
-    (noisy crystals, sigma (B,), unit noise (B, M, 3))."""
+           ) -> tuple[PaddedCrystals, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Crystals with translation-free Gaussian noise at log-uniform levels, strained first when
+    the model learns cells: (noisy crystals, sigma (B,), unit noise (B, M, 3), strain (B, 3, 3)
+    or None)."""
     c = model.config
     u = torch.rand(len(crystals.cart), generator=generator)
     sigma = torch.exp(math.log(c.sigma_min) + u * (math.log(c.sigma_max) - math.log(c.sigma_min)))
     eps = center(torch.randn(crystals.cart.shape, generator=generator), crystals.mask)
+    strain = None
+    if c.lattice_noise:
+        strain = model.tau(sigma)[:, None, None] * symmetric_noise(len(crystals.cart), generator)
+        crystals = crystals.strained(torch.eye(3) + strain)
     noisy = crystals.with_positions(crystals.wrapped(crystals.cart + sigma[:, None, None] * eps))
-    return noisy, sigma, eps
+    return noisy, sigma, eps, strain
 
 
 def denoising_loss(model: Denoiser, crystals: PaddedCrystals, generator: torch.Generator
                    ) -> torch.Tensor:
-    """Mean squared error of the predicted unit noise over real atoms."""
-    noisy, sigma, eps = noised(model, crystals, generator)
-    pred = model(noisy, sigma)
+    """Mean squared error of the predicted unit noise over real atoms, plus, when the model
+    learns cells, that of the strain over its nine entries in units of `lattice_noise`."""
+    noisy, sigma, eps, strain = noised(model, crystals, generator)
+    pred, pred_strain = model.predict(noisy, sigma)
     mask = crystals.mask[..., None].float()
-    return (((pred - eps) ** 2) * mask).sum() / (3 * mask.sum())
+    loss = (((pred - eps) ** 2) * mask).sum() / (3 * mask.sum())
+    if strain is not None:
+        loss = loss + ((pred_strain - strain) ** 2).mean() / model.config.lattice_noise ** 2
+    return loss
 
 
 def _batches(crystals: PaddedCrystals, size: int, order: np.ndarray):
@@ -87,7 +103,8 @@ def train_denoiser(train: Sequence[Structure], val: Sequence[Structure],
                    on_epoch: EpochCallback | None = None, init: Denoiser | None = None
                    ) -> tuple[Denoiser, DenoiserHistory]:
     """Fit a denoiser on the training crystals (starting from `init`'s weights when given; `init`
-    may lack the bond-angle features `config` adds); keeps the best validation epoch's weights."""
+    may lack the bond-angle features or the cell head `config` adds); keeps the best validation
+    epoch's weights."""
     config = config or DenoiserConfig()
     train_config = train_config or DenoiserTrainConfig()
     torch.manual_seed(train_config.seed)

@@ -286,7 +286,7 @@ def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = No
     """Fit a coordinate denoiser on a checkpoint's training split (its validation part for
     early stopping; the test part stays unseen) and attach it to the generator; `resume`
     continues from the checkpoint's own denoiser (same architecture, except that `config` may
-    add bond-angle features it lacks)."""
+    add bond-angle features or cell refinement (`lattice_noise`) it lacks)."""
     config = config or DenoiserConfig()
     train_config = train_config or DenoiserTrainConfig()
     dataset, split = _checkpoint_data(generator, data)
@@ -301,7 +301,8 @@ def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = No
         config = replace(init.config, refine_sigma=config.refine_sigma,
                          refine_steps=config.refine_steps, refine_noise=config.refine_noise,
                          refine_start=config.refine_start,
-                         n_angular=max(config.n_angular, init.config.n_angular))
+                         n_angular=max(config.n_angular, init.config.n_angular),
+                         lattice_noise=config.lattice_noise or init.config.lattice_noise)
     previous = generator.meta.get("denoiser") if resume else None
     model, history = train_denoiser(train, val, config, train_config, on_epoch=on_epoch,
                                     init=init)
