@@ -186,6 +186,7 @@ class EdgeBlock(nn.Module):
         msg = (torch.sigmoid(gate) * nn.functional.silu(signal)).mean(2)
         return self.norm(h + self.update(torch.cat([h, msg], -1)))
 
+
 def symmetric_noise(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, 3, 3) symmetric Gaussian matrices (A + A^T) / 2: a rotation-free random strain
     of unit scale."""
@@ -277,7 +278,7 @@ class Denoiser(nn.Module):
         noise = c.refine_noise if noise is None else noise
         start = c.refine_start if start is None else start
         stochastic = c.refine_stochastic if stochastic is None else stochastic
-        cell = c.refine_cell and c.lattice_noise > 0 if cell is None else cell
+        cell = (c.refine_cell and c.lattice_noise > 0) if cell is None else cell
         if cell and not c.lattice_noise:
             raise ValueError("cell refinement needs a denoiser trained with lattice_noise > 0")
         if sigma_start <= 0 or steps < 1:
