@@ -222,6 +222,8 @@ def train_denoiser_cmd(
     sigma_start: Annotated[float, typer.Option(
         help="Noise level (A) that sampling starts refining from.")] = 0.3,
     steps: Annotated[int, typer.Option(help="Refinement steps when sampling.")] = 20,
+    passes: Annotated[int, typer.Option(
+        help="Times sampling walks the whole noise ladder, each from the last result.")] = 1,
     noise: Annotated[bool, typer.Option(
         help="Add fresh noise of scale sigma-start before refining (more diverse).")] = False,
     start: Annotated[str, typer.Option(
@@ -253,8 +255,9 @@ def train_denoiser_cmd(
     try:
         generator = Generator.load(model)
         config = DenoiserConfig(refine_sigma=sigma_start, refine_steps=steps,
-                                refine_noise=noise, refine_start=start, sigma_max=sigma_max,
-                                n_angular=angular, lattice_noise=lattice_noise)
+                                refine_passes=passes, refine_noise=noise, refine_start=start,
+                                sigma_max=sigma_max, n_angular=angular,
+                                lattice_noise=lattice_noise)
         with training_progress(epochs) as report:
 
             def on_epoch(epoch: int, history) -> None:

@@ -2,7 +2,8 @@
 split.
 
 For each schedule (start noise level, number of steps, fresh noise or not, deterministic or
-ancestral steps, cell refined or kept where the denoiser learnt cell strains; with
+ancestral steps, cell refined or kept where the denoiser learnt cell strains, passes down the
+noise ladder; with
 `--start random` the decoded positions are replaced by uniform random ones in the decoded
 cell, DiffCSP-style) the same prior samples are refined
 and scored like `benchmark_generation.py` scores samples (validity, uniqueness, CDVAE COV and
@@ -34,7 +35,7 @@ from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import held_out_structures
 from invdesign.validity import check_structures, validity_rates
 
-SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell")
+SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell", "passes")
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
 
@@ -68,6 +69,8 @@ def main() -> None:
     parser.add_argument("--stochastic", choices=["yes", "no", "both"], default="no")
     parser.add_argument("--cell", choices=["yes", "no", "both"], default="yes",
                         help="refine the cell (denoisers trained with --lattice-noise only)")
+    parser.add_argument("--passes", type=int, nargs="+", default=[1],
+                        help="times the whole noise ladder is walked, each from the last result")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--relax-n", type=int, default=0,
@@ -91,9 +94,10 @@ def main() -> None:
     noises = [False] if args.start == "random" else flags[args.noise]
     cells = flags[args.cell] if generator.denoiser.config.lattice_noise else [False]
     schedules = [{"sigma_start": sigma, "steps": steps, "noise": noise, "start": args.start,
-                  "stochastic": stochastic, "cell": cell}
-                 for sigma, steps, noise, stochastic, cell in itertools.product(
-                     args.sigmas, args.steps, noises, flags[args.stochastic], cells)]
+                  "stochastic": stochastic, "cell": cell, "passes": passes}
+                 for sigma, steps, noise, stochastic, cell, passes in itertools.product(
+                     args.sigmas, args.steps, noises, flags[args.stochastic], cells,
+                     args.passes)]
     rows = []
     for schedule in schedules:
         start = time.perf_counter()
@@ -130,7 +134,8 @@ def main() -> None:
                                             refine_noise=best["noise"],
                                             refine_start=best["start"],
                                             refine_stochastic=best["stochastic"],
-                                            refine_cell=best["cell"])
+                                            refine_cell=best["cell"],
+                                            refine_passes=best["passes"])
         card = generator.meta.setdefault("denoiser", {})
         card["config"] = generator.denoiser.config.to_dict()
         card["schedule"] = {

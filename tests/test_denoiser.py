@@ -305,3 +305,36 @@ def test_denoiser_builds_crystals_from_random_positions():
 def test_config_rejects_unknown_start():
     with pytest.raises(ValueError, match="refine_start"):
         DenoiserConfig(refine_start="somewhere")
+
+
+def test_passes_walk_the_ladder_again_from_the_last_result(nacl, si):
+    """Two passes equal a second refinement of the first pass's output, with cell refinement
+    on, and noise is added before the first pass only."""
+    torch.manual_seed(0)
+    model = Denoiser(replace(SMALL, lattice_noise=0.1)).eval()
+    with torch.no_grad():  # a small random cell head: strains of a few per cent per pass
+        for layer in (model.strain_out, model.strain_iso):
+            layer.weight.normal_(0.0, 0.02)
+            layer.bias.zero_()
+    strained = nacl.copy()
+    strained.apply_strain(0.05)
+    batch = [strained, si]
+    once = refine_structures(model, batch, sigma_start=0.3, steps=4)
+    twice = refine_structures(model, once, sigma_start=0.3, steps=4)
+    both = refine_structures(model, batch, sigma_start=0.3, steps=4, passes=2)
+    for expected, got in zip(twice, both, strict=True):
+        np.testing.assert_allclose(got.lattice.matrix, expected.lattice.matrix, atol=1e-4)
+        np.testing.assert_allclose(got.cart_coords, expected.cart_coords, atol=1e-4)
+    assert not np.allclose(once[0].lattice.matrix, both[0].lattice.matrix, atol=1e-4)
+    noisy_once = refine_structures(model, batch, sigma_start=0.3, steps=4, noise=True, seed=3)
+    noisy_both = refine_structures(model, batch, sigma_start=0.3, steps=4, noise=True, seed=3,
+                                   passes=2)
+    then_plain = refine_structures(model, noisy_once, sigma_start=0.3, steps=4)
+    np.testing.assert_allclose(noisy_both[1].cart_coords, then_plain[1].cart_coords, atol=1e-4)
+
+
+def test_passes_must_be_positive(cu):
+    with pytest.raises(ValueError, match="refine_passes"):
+        DenoiserConfig(refine_passes=0)
+    with pytest.raises(ValueError, match="passes"):
+        refine_structures(Denoiser(SMALL), [cu], passes=0)
