@@ -3,13 +3,12 @@ split.
 
 For each schedule (start noise level, number of steps, fresh noise or not, deterministic or
 ancestral steps, cell refined or kept where the denoiser learnt cell strains, passes down the
-noise ladder; with
-`--start random` the decoded positions are replaced by uniform random ones in the decoded
-cell, DiffCSP-style) the same prior samples are refined
-and scored like `benchmark_generation.py` scores samples (validity, uniqueness, CDVAE COV and
-EMD) against the checkpoint's *validation* crystals; the schedule with the best mean of COV-R
-and COV-P there (ties: validity) is then scored once against the *test* crystals, beside the
-one-shot decoder. `--apply` stores the chosen schedule in the checkpoint.
+noise ladder; with `--start random` the decoded positions are replaced by uniform random ones
+in the decoded cell, DiffCSP-style) the same prior samples are refined and scored like
+`benchmark_generation.py` scores samples (validity, uniqueness, novelty against the training
+split, CDVAE COV and EMD) against the checkpoint's *validation* crystals; the schedule with the
+best mean of COV-R and COV-P there (ties: validity) is then scored once against the *test*
+crystals, beside the one-shot decoder. `--apply` stores the chosen schedule in the checkpoint.
 
     python scripts/benchmark_denoiser.py --model vae-carbon24 --dataset carbon_24 --apply
 """
@@ -32,19 +31,23 @@ from invdesign.generator import Generator, refine_structures
 from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
 from invdesign.surrogate import resolve_checkpoint
-from invdesign.train.vae_pipeline import held_out_structures
-from invdesign.validity import check_structures, validity_rates
+from invdesign.train.vae_pipeline import checkpoint_split_structures, held_out_structures
+from invdesign.validity import ReferenceIndex, check_structures, validity_rates
 
 SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell", "passes")
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
 
-def score(samples, reference, dataset: str, jobs: int, fingerprints=None) -> dict[str, float]:
-    table = check_structures([s for s in samples if s is not None])
+def score(samples, reference, dataset: str, jobs: int, fingerprints=None,
+          training: ReferenceIndex | None = None) -> dict[str, float]:
+    """Validity, uniqueness, novelty against `training` (when given) and CDVAE's COV / EMD
+    against `reference`."""
+    table = check_structures([s for s in samples if s is not None], reference=training)
     metrics = generation_metrics(samples, reference, dataset, n_jobs=jobs,
                                  reference_fingerprints=fingerprints)
     rates = validity_rates(table)
-    return {"valid": float(rates["valid"]), "unique": float(rates["unique"]),
+    novel = {} if training is None else {"novel": float(rates["novel"])}
+    return {"valid": float(rates["valid"]), "unique": float(rates["unique"]), **novel,
             **{k: float(metrics[k]) for k in KEYS}}
 
 
@@ -86,7 +89,8 @@ def main() -> None:
         raise SystemExit(f"{args.model} has no denoiser: run `invdesign train denoiser "
                          f"--model {args.model}` first")
     val = held_out_structures(generator, part="val")
-    test = held_out_structures(generator, part="test")
+    train, test = checkpoint_split_structures(generator)
+    training = ReferenceIndex(train)
     val_fps, test_fps = (fingerprint_structures(part, n_jobs=args.jobs) for part in (val, test))
     samples = generator.sample(args.n_samples, seed=0, temperature=args.temperature,
                                denoise=False)[0]
@@ -104,7 +108,7 @@ def main() -> None:
         refined = refine_structures(generator.denoiser, samples, seed=0, **schedule)
         seconds = time.perf_counter() - start
         row = {**schedule, "seconds_per_1000": 1000 * seconds / len(samples),
-               **score(refined, val, args.dataset, args.jobs, val_fps)}
+               **score(refined, val, args.dataset, args.jobs, val_fps, training)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: ((r["cov_r"] + r["cov_p"]) / 2, r["valid"]))
@@ -113,10 +117,11 @@ def main() -> None:
     result = {
         "model": args.model, "n_samples": args.n_samples, "validation": rows,
         "chosen": chosen_schedule,
-        "test": {"one-shot decoder": score(samples, test, args.dataset, args.jobs, test_fps),
+        "test": {"one-shot decoder": score(samples, test, args.dataset, args.jobs, test_fps,
+                                           training),
                  "denoised (chosen schedule)": score(chosen, test, args.dataset, args.jobs,
-                                                     test_fps)},
-        "validation_one_shot": score(samples, val, args.dataset, args.jobs, val_fps),
+                                                     test_fps, training)},
+        "validation_one_shot": score(samples, val, args.dataset, args.jobs, val_fps, training),
     }
     if args.relax_n:
         calculator = get_calculator("chgnet")
