@@ -35,20 +35,24 @@ from invdesign.train.vae_pipeline import checkpoint_split_structures, held_out_s
 from invdesign.validity import ReferenceIndex, check_structures, validity_rates
 
 SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell", "passes")
+CHECKS = ("valid", "unique", "novel")
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
 
-def score(samples, reference, dataset: str, jobs: int, fingerprints=None,
-          training: ReferenceIndex | None = None) -> dict[str, float]:
-    """Validity, uniqueness, novelty against `training` (when given) and CDVAE's COV / EMD
-    against `reference`."""
-    table = check_structures([s for s in samples if s is not None], reference=training)
+def checks(samples, training: ReferenceIndex) -> dict[str, float]:
+    """Validity, uniqueness and novelty against `training` of one set of samples (the same
+    whichever split COV is measured against, so computed once per set)."""
+    rates = validity_rates(check_structures([s for s in samples if s is not None],
+                                            reference=training))
+    return {k: float(rates[k]) for k in CHECKS}
+
+
+def score(samples, reference, dataset: str, jobs: int, fingerprints,
+          sample_checks: dict[str, float]) -> dict[str, float]:
+    """`sample_checks` (from `checks`) and CDVAE's COV / EMD against `reference`."""
     metrics = generation_metrics(samples, reference, dataset, n_jobs=jobs,
                                  reference_fingerprints=fingerprints)
-    rates = validity_rates(table)
-    novel = {} if training is None else {"novel": float(rates["novel"])}
-    return {"valid": float(rates["valid"]), "unique": float(rates["unique"]), **novel,
-            **{k: float(metrics[k]) for k in KEYS}}
+    return {**sample_checks, **{k: float(metrics[k]) for k in KEYS}}
 
 
 def valid_only(structures) -> list:
@@ -102,26 +106,32 @@ def main() -> None:
                  for sigma, steps, noise, stochastic, cell, passes in itertools.product(
                      args.sigmas, args.steps, noises, flags[args.stochastic], cells,
                      args.passes)]
-    rows = []
+    rows, refined_sets = [], []
     for schedule in schedules:
         start = time.perf_counter()
         refined = refine_structures(generator.denoiser, samples, seed=0, **schedule)
         seconds = time.perf_counter() - start
         row = {**schedule, "seconds_per_1000": 1000 * seconds / len(samples),
-               **score(refined, val, args.dataset, args.jobs, val_fps, training)}
+               **score(refined, val, args.dataset, args.jobs, val_fps,
+                       checks(refined, training))}
         rows.append(row)
+        refined_sets.append(refined)
         print(json.dumps(row), flush=True)
-    best = max(rows, key=lambda r: ((r["cov_r"] + r["cov_p"]) / 2, r["valid"]))
+    best_index = max(range(len(rows)),
+                     key=lambda i: ((rows[i]["cov_r"] + rows[i]["cov_p"]) / 2, rows[i]["valid"]))
+    best = rows[best_index]
     chosen_schedule = {k: best[k] for k in SCHEDULE}
-    chosen = refine_structures(generator.denoiser, samples, seed=0, **chosen_schedule)
+    chosen = refined_sets[best_index]
+    one_shot = checks(samples, training)
     result = {
         "model": args.model, "n_samples": args.n_samples, "validation": rows,
         "chosen": chosen_schedule,
         "test": {"one-shot decoder": score(samples, test, args.dataset, args.jobs, test_fps,
-                                           training),
-                 "denoised (chosen schedule)": score(chosen, test, args.dataset, args.jobs,
-                                                     test_fps, training)},
-        "validation_one_shot": score(samples, val, args.dataset, args.jobs, val_fps, training),
+                                           one_shot),
+                 "denoised (chosen schedule)": score(
+                     chosen, test, args.dataset, args.jobs, test_fps,
+                     {k: best[k] for k in CHECKS})},
+        "validation_one_shot": score(samples, val, args.dataset, args.jobs, val_fps, one_shot),
     }
     if args.relax_n:
         calculator = get_calculator("chgnet")

@@ -302,22 +302,22 @@ class Denoiser(nn.Module):
             cart = (frac @ crystals.lattice) * mask[..., None]
         elif noise:
             cart = cart + sigma_start * center(torch.randn(cart.shape, generator=generator), mask)
-        for s, s_next in itertools.pairwise(sigmas * passes):
-            if s_next > s:  # the next pass starts: no step across the restart
-                continue
-            current = crystals.with_positions(crystals.wrapped(cart))
-            eps, strain = self.predict(current, torch.full((len(cart),), s))
-            if stochastic and s_next > 0:
-                variance = s ** 2 - s_next ** 2
-                fresh = center(torch.randn(cart.shape, generator=generator), mask)
-                cart = current.cart - variance / s * eps + math.sqrt(variance) * s_next / s * fresh
-            else:
-                cart = current.cart - (s - s_next) * eps
-            crystals = current
-            if cell:  # undo this step's share of the predicted strain
-                undo = torch.linalg.inv(torch.eye(3) + (1 - s_next / s) * strain)
-                crystals = current.strained(undo)
-                cart = cart @ undo
+        for _ in range(passes):  # each pass starts where the last one ended
+            for s, s_next in itertools.pairwise(sigmas):
+                current = crystals.with_positions(crystals.wrapped(cart))
+                eps, strain = self.predict(current, torch.full((len(cart),), s))
+                if stochastic and s_next > 0:
+                    variance = s ** 2 - s_next ** 2
+                    fresh = center(torch.randn(cart.shape, generator=generator), mask)
+                    cart = (current.cart - variance / s * eps
+                            + math.sqrt(variance) * s_next / s * fresh)
+                else:
+                    cart = current.cart - (s - s_next) * eps
+                crystals = current
+                if cell:  # undo this step's share of the predicted strain
+                    undo = torch.linalg.inv(torch.eye(3) + (1 - s_next / s) * strain)
+                    crystals = current.strained(undo)
+                    cart = cart @ undo
         return crystals.with_positions(crystals.wrapped(cart))
 
     def state(self) -> dict:
