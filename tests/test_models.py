@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,14 @@ def test_numpy_numbers_in_checkpoint_metadata_still_load_weights_only(tmp_path):
     loaded = load_checkpoint(tmp_path / "ck", kind="test")["meta"]
     assert loaded["metric"] == 0.5 and type(loaded["metric"]) is float
     assert loaded["counts"] == [0, 1, 2] and loaded["nested"][0]["n"] == 2
+
+
+def test_card_metadata_is_the_record_and_a_broken_card_falls_back(tmp_path):
+    folder = save_checkpoint(tmp_path / "ck", kind="test", config={}, state_dicts=[],
+                             meta={"schedule": {"passes": 1}})
+    card = json.loads((folder / "card.json").read_text())
+    card["meta"]["schedule"]["passes"] = 6  # a benchmark updated the card, not the weights
+    (folder / "card.json").write_text(json.dumps(card))
+    assert load_checkpoint(folder, kind="test")["meta"]["schedule"] == {"passes": 6}
+    (folder / "card.json").write_text("{not json")
+    assert load_checkpoint(folder, kind="test")["meta"]["schedule"] == {"passes": 1}

@@ -47,6 +47,26 @@ def save_checkpoint(folder: str | Path, *, kind: str, config: dict[str, Any],
     return folder
 
 
+def _card_meta(folder: Path, fallback: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of `card.json`, which is the checkpoint's record: a card updated after
+    training (a schedule chosen by a benchmark, provenance) must not be shadowed by the copy
+    saved beside the weights. Falls back to that copy when the card is missing or unreadable."""
+    path = folder / CARD_FILE
+    if not path.is_file():
+        return fallback
+    try:
+        meta = json.loads(path.read_text())["meta"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        logger.warning("%s is unreadable (%s); using the metadata saved with the weights",
+                       path, exc)
+        return fallback
+    if not isinstance(meta, dict):
+        logger.warning("%s: 'meta' is not an object; using the metadata saved with the weights",
+                       path)
+        return fallback
+    return meta
+
+
 def _plain(value: Any) -> Any:
     """Numpy scalars and arrays in `value` as Python numbers and lists: `weights_only`
     loading refuses numpy objects, so one stray np.float64 in the metadata would make the
@@ -85,7 +105,8 @@ def load_checkpoint(folder: str | Path, *, kind: str | None = None) -> dict[str,
                          f"(expected {CHECKPOINT_FORMAT})")
     if kind is not None and payload.get("kind") != kind:
         raise ValueError(f"{path}: checkpoint kind is {payload.get('kind')!r}, expected {kind!r}")
-    saved = payload.get("meta", {}).get("version")
+    payload["meta"] = _card_meta(folder, payload.get("meta", {}))
+    saved = payload["meta"].get("version")
     if saved != _package_version():
         logger.warning("%s was written by invdesign %s; this is %s", path, saved,
                        _package_version())
