@@ -31,7 +31,7 @@ from invdesign.generator import Generator, refine_structures
 from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
 from invdesign.surrogate import resolve_checkpoint
-from invdesign.train.vae_pipeline import checkpoint_split_structures, held_out_structures
+from invdesign.train.vae_pipeline import split_structures
 from invdesign.validity import ReferenceIndex, check_structures, validity_rates
 
 SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell", "passes")
@@ -92,8 +92,7 @@ def main() -> None:
     if generator.denoiser is None:
         raise SystemExit(f"{args.model} has no denoiser: run `invdesign train denoiser "
                          f"--model {args.model}` first")
-    val = held_out_structures(generator, part="val")
-    train, test = checkpoint_split_structures(generator)
+    train, val, test = split_structures(generator)
     training = ReferenceIndex(train)
     val_fps, test_fps = (fingerprint_structures(part, n_jobs=args.jobs) for part in (val, test))
     samples = generator.sample(args.n_samples, seed=0, temperature=args.temperature,

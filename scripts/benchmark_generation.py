@@ -46,9 +46,8 @@ from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
 from invdesign.screening import relax_structures
 from invdesign.train.vae_pipeline import (
-    checkpoint_split_structures,
     evaluate_reconstruction,
-    held_out_structures,
+    split_structures,
 )
 from invdesign.validity import check_structures, validity_rates
 
@@ -131,7 +130,7 @@ def sample_scores(designer: Designer, samples, test, dataset: str, jobs: int
                                                "emd_density", "emd_n_elements")}}
 
 
-def sampler_comparison(designer: Designer, test, dataset: str, args: argparse.Namespace
+def sampler_comparison(designer: Designer, train, test, dataset: str, args: argparse.Namespace
                        ) -> dict[str, dict[str, float]]:
     """The fitted latent prior and the Gaussian prior with the raw decoder (no charge
     balancing: the figures comparable with CDVAE's), and real training crystals."""
@@ -151,7 +150,6 @@ def sampler_comparison(designer: Designer, test, dataset: str, args: argparse.Na
     rows["Gaussian prior, raw decoder"] = sample_scores(
         designer, generator.sample(args.n_samples, seed=0, prior="gaussian")[0], test, dataset,
         args.jobs)
-    train, _ = checkpoint_split_structures(generator)
     pick = np.random.default_rng(0).choice(len(train), min(args.n_samples, len(train)),
                                            replace=False)
     rows["real crystals (training split)"] = sample_scores(
@@ -186,7 +184,8 @@ def relaxed_coverage(designer: Designer, name: str, test, dataset: str,
 def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
     designer = Designer.load(name, surrogate="auto")
     meta = designer.generator.meta
-    test = held_out_structures(designer.generator, part=args.part)
+    parts = split_structures(designer.generator)
+    test = getattr(parts, args.part)
     dataset = dataset_of(name, meta)
     result: dict[str, object] = {"model": name, "split": meta["split"]["sizes"],
                                  "scored_on": args.part,
@@ -201,7 +200,7 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
     if args.conditional_only:
         return result | conditional_variants(designer, args.n_conditional)
     if args.samplers_only:
-        result["samplers"] = sampler_comparison(designer, test, dataset, args)
+        result["samplers"] = sampler_comparison(designer, parts.train, test, dataset, args)
         return result
     denoise = {"auto": None, "yes": True, "no": False}[args.denoise_reconstruction]
     result["reconstruction"] = evaluate_reconstruction(designer.generator, test,
@@ -225,7 +224,7 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:
         result["relaxation"] = median_relaxation_rmsd(
             [s for s, good in zip(valid, ok, strict=True) if good], get_calculator("chgnet"),
             args.relax_n)
-    result["samplers"] = sampler_comparison(designer, test, dataset, args)
+    result["samplers"] = sampler_comparison(designer, parts.train, test, dataset, args)
     result.update(conditional_variants(designer, args.n_conditional))
     return result
 

@@ -26,7 +26,7 @@ import torch
 
 from invdesign.api import Designer
 from invdesign.evaluate import generation_metrics
-from invdesign.train.vae_pipeline import checkpoint_split_structures
+from invdesign.train.vae_pipeline import split_structures
 from invdesign.validity import check_structures, validity_rates
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     designer = Designer.load(args.model)
     generator = designer.generator
-    train, test = checkpoint_split_structures(generator)
+    train, _, test = split_structures(generator)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train), min(args.n_train, len(train)), replace=False)
     train = [train[i] for i in pick]

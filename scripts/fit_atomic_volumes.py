@@ -26,7 +26,7 @@ from invdesign.evaluate.generation import generation_metrics
 from invdesign.featurize.volume import AtomicVolumes
 from invdesign.generator import Generator
 from invdesign.surrogate import resolve_checkpoint
-from invdesign.train.vae_pipeline import checkpoint_split_structures, held_out_structures
+from invdesign.train.vae_pipeline import split_structures
 
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
@@ -45,10 +45,10 @@ def main() -> None:
     torch.set_num_threads(1)
     folder = resolve_checkpoint(args.model)
     generator = Generator.load(folder)
-    train, _ = checkpoint_split_structures(generator)
     if args.apply and args.part != "val":
         parser.error("--apply decides on the validation split: drop --part test")
-    val = held_out_structures(generator, part=args.part)
+    parts = split_structures(generator)
+    train, val = parts.train, getattr(parts, args.part)
     volumes = AtomicVolumes.fit(train)
     relative = np.array([volumes.predict(s.composition) / s.volume - 1 for s in val])
     error = float(np.nanmedian(np.abs(relative)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_numpy_numbers_in_checkpoint_metadata_still_load_weights_only(tmp_path):
     assert loaded["counts"] == [0, 1, 2] and loaded["nested"][0]["n"] == 2
 
 
-def test_card_metadata_is_the_record_and_a_broken_card_falls_back(tmp_path):
+def test_card_metadata_is_the_record_and_a_broken_card_falls_back(tmp_path, caplog):
     folder = save_checkpoint(tmp_path / "ck", kind="test", config={}, state_dicts=[],
                              meta={"schedule": {"passes": 1}})
     card = json.loads((folder / "card.json").read_text())
@@ -159,4 +160,6 @@ def test_card_metadata_is_the_record_and_a_broken_card_falls_back(tmp_path):
     (folder / "card.json").write_text(json.dumps(card))
     assert load_checkpoint(folder, kind="test")["meta"]["schedule"] == {"passes": 6}
     (folder / "card.json").write_text("{not json")
-    assert load_checkpoint(folder, kind="test")["meta"]["schedule"] == {"passes": 1}
+    with caplog.at_level(logging.WARNING, logger="invdesign.models.checkpoint"):
+        assert load_checkpoint(folder, kind="test")["meta"]["schedule"] == {"passes": 1}
+    assert "card.json is unreadable" in caplog.text

@@ -40,11 +40,11 @@ from invdesign.train.vae_pipeline import (
     VAEArchitecture,
     VAERunConfig,
     checkpoint_examples,
-    checkpoint_split_structures,
     evaluate_reconstruction,
     fit_checkpoint_latent_prior,
     held_out_structures,
     save_vae_run,
+    split_structures,
     train_checkpoint_denoiser,
     train_generator,
 )
@@ -217,7 +217,7 @@ def test_latent_prior_is_fitted_on_an_older_checkpoints_split(trained, tmp_path)
 def test_latent_prior_fits_the_refined_codes_the_decoder_reconstructs_from(trained):
     _, folder, data = trained
     generator = Generator.load(folder)
-    train, _ = checkpoint_split_structures(generator, data)
+    train = split_structures(generator, data).train
     means = {}
     for steps in (0, 20):
         report = fit_checkpoint_latent_prior(generator, data, refine_steps=steps)
@@ -427,7 +427,7 @@ def test_atomic_volumes_scale_decoded_cells_and_round_trip(trained, tmp_path, na
 
     _, folder, data = trained
     generator = Generator.load(folder)
-    generator.volumes = AtomicVolumes.fit(checkpoint_split_structures(generator, data)[0])
+    generator.volumes = AtomicVolumes.fit(split_structures(generator, data).train)
     out = tmp_path / "with-volumes"
     shutil.copytree(folder, out)
     generator.save(out)

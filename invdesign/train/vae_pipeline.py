@@ -7,11 +7,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
+from pymatgen.core import Structure
 
 from invdesign.data import CrystalDataset, Split, load_dataset
 from invdesign.data.archive import write_structures
@@ -263,20 +264,26 @@ def _checkpoint_data(generator: Generator, data: str | Path | None
     return dataset, split
 
 
+class SplitStructures(NamedTuple):
+    """The structures of each part of a checkpoint's stored split."""
+
+    train: list[Structure]
+    val: list[Structure]
+    test: list[Structure]
+
+
+def split_structures(generator: Generator, data: str | Path | None = None) -> SplitStructures:
+    """The training, validation and test structures of the split stored in a checkpoint, read
+    from its training file once."""
+    dataset, split = _checkpoint_data(generator, data)
+    return SplitStructures(*([dataset[int(i)].structure for i in idx]
+                             for idx in (split.train, split.val, split.test)))
+
+
 def held_out_structures(generator: Generator, data: str | Path | None = None, *,
-                        part: Literal["val", "test"] = "test") -> list:
-    """The test (or validation) part of the split stored in a checkpoint, read from its
-    training file."""
-    dataset, split = _checkpoint_data(generator, data)
-    return [dataset[int(i)].structure for i in getattr(split, part)]
-
-
-def checkpoint_split_structures(generator: Generator, data: str | Path | None = None
-                                ) -> tuple[list, list]:
-    """The training and test structures of the split stored in a checkpoint."""
-    dataset, split = _checkpoint_data(generator, data)
-    return ([dataset[int(i)].structure for i in split.train],
-            [dataset[int(i)].structure for i in split.test])
+                        part: Literal["val", "test"] = "test") -> list[Structure]:
+    """The test (or validation) part of the split stored in a checkpoint."""
+    return getattr(split_structures(generator, data), part)
 
 
 def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = None, *,
