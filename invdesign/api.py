@@ -183,17 +183,20 @@ class Designer:
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str] | None = None, max_atoms: int | None = None,
                prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
-               charge_balance: bool = True, n_jobs: int = 1) -> Candidates:
+               refine_passes: int | None = None, charge_balance: bool = True,
+               n_jobs: int = 1) -> Candidates:
         """n crystals from p(x | conditions), each assessed (see `assess`); `prior`,
-        `screen` and `denoise` as in `Generator.sample`. With `charge_balance`, a decoded
-        composition that fails SMACT's charge-balance rule is replaced by the decoder's most
-        probable one that passes (`charge_balanced`), where one is among its top choices."""
+        `screen`, `denoise` and `refine_passes` as in `Generator.sample`. With
+        `charge_balance`, a decoded composition that fails SMACT's charge-balance rule is
+        replaced by the decoder's most probable one that passes (`charge_balanced`), where one
+        is among its top choices."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         structures, _, y = self.generator.sample(n, conditions, seed=seed,
                                                  temperature=temperature, elements=elements,
                                                  max_atoms=max_atoms, prior=prior,
                                                  screen=screen, denoise=denoise,
+                                                 refine_passes=refine_passes,
                                                  accept=charge_balanced if charge_balance
                                                  else None)
         cands = self.assess(structures, prefix="sample", n_jobs=n_jobs)

@@ -278,13 +278,14 @@ class Generator:
         """The `denoise` argument resolved: None means "when the checkpoint has a denoiser"."""
         return self.denoiser is not None if denoise is None else denoise
 
-    def denoise(self, structures: Sequence[Structure | None], *, seed: int = 0
-                ) -> list[Structure | None]:
-        """Refine decoded coordinates with the checkpoint's denoiser (None entries pass)."""
+    def denoise(self, structures: Sequence[Structure | None], *, seed: int = 0,
+                passes: int | None = None) -> list[Structure | None]:
+        """Refine decoded coordinates with the checkpoint's denoiser (None entries pass);
+        `passes` down its noise ladder, by default the number its card records."""
         if self.denoiser is None:
             raise ValueError("this checkpoint has no denoiser; train one with "
                              "`invdesign train denoiser --model DIR`")
-        return refine_structures(self.denoiser, structures, seed=seed)
+        return refine_structures(self.denoiser, structures, seed=seed, passes=passes)
 
     def allowed_columns(self, elements: Iterable[str | int]) -> np.ndarray:
         """Vocabulary mask for the allowed elements; raises when none of them can be decoded."""
@@ -351,7 +352,8 @@ class Generator:
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
                max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
-               denoise: bool | None = None, accept: CompositionCheck | None = None
+               denoise: bool | None = None, accept: CompositionCheck | None = None,
+               refine_passes: int | None = None
                ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
@@ -361,8 +363,10 @@ class Generator:
         With conditions, `screen` x n crystals are decoded, encoded again, and the n whose
         property-head prediction best agrees with the request are kept: a cycle-consistency
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
-        of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`;
-        `accept` checks compositions as in `decode`.
+        of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`,
+        with `refine_passes` passes down the denoiser's ladder (default: the checkpoint's
+        choice; fewer is faster and covers the data less well); `accept` checks compositions
+        as in `decode`.
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
@@ -374,6 +378,10 @@ class Generator:
                              "scripts/fit_latent_prior.py or use prior='gaussian'")
         if screen < 1:
             raise ValueError(f"screen must be >= 1, got {screen}")
+        if refine_passes is not None and not self._denoises(denoise):
+            raise ValueError("refine_passes needs a denoiser: this checkpoint has none"
+                             if self.denoiser is None else
+                             "refine_passes was given with denoise=False")
         rng = np.random.default_rng(seed)
         draws = n * screen if conditions and screen > 1 else n
         y = self.draw_conditions(draws, conditions, rng)
@@ -389,7 +397,7 @@ class Generator:
             keep = self.screen(structures, conditions, n)
             structures, z, y = [structures[i] for i in keep], z[keep], y[keep]
         if self._denoises(denoise):
-            structures = self.denoise(structures, seed=seed)
+            structures = self.denoise(structures, seed=seed, passes=refine_passes)
         return structures, z, y
 
 

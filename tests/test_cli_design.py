@@ -136,6 +136,7 @@ def test_generate_relax_screens_and_keeps_its_relaxations(models, tmp_path):
     (["generate", "--elements", "Au,Pt"], "vocabulary"),
     (["sample", "--condition", "K"], "NAME=VALUE"),
     (["sample", "--condition", "band_gap=2"], "band_gap"),
+    (["sample", "--refine-passes", "2"], "needsadenoiser"),
 ])
 def test_bad_requests_exit_with_a_clear_message(models, tmp_path, args, message):
     _, vae, surrogate = models

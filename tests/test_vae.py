@@ -366,6 +366,12 @@ def test_species_head_is_fitted_on_a_frozen_older_model(trained):
         torch.testing.assert_close(new.state_dict()[name], value)
 
 
+def _same_samples(first: list, second: list) -> bool:
+    return all((a is None and b is None) or (a is not None and b is not None
+                                             and np.allclose(a.frac_coords, b.frac_coords))
+               for a, b in zip(first, second, strict=True))
+
+
 def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tmp_path):
     _, folder, data = trained
     generator = Generator.load(folder)
@@ -397,6 +403,11 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
             np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, atol=1e-4)
             moved += float(np.abs(a.frac_coords - b.frac_coords).sum())
     assert moved > 0
+    # more passes down the ladder move the atoms further; the card's default is one pass
+    assert _same_samples(again.sample(3, seed=0, refine_passes=1)[0], refined)
+    assert not _same_samples(again.sample(3, seed=0, refine_passes=3)[0], refined)
+    with pytest.raises(ValueError, match="denoise=False"):
+        again.sample(3, seed=0, denoise=False, refine_passes=2)
     # a latent-refined reconstruction is fitted to its crystal: not denoised unless asked
     crystal = [next(s for s in plain if s is not None)]
     default = again.reconstruct(crystal, refine_steps=2)[0]
