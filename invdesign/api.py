@@ -32,6 +32,7 @@ from invdesign.generator import (
     Condition,
     Generator,
     Prior,
+    StageProgress,
 )
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, Surrogate, resolve_checkpoint
@@ -184,9 +185,10 @@ class Designer:
                elements: Iterable[str] | None = None, max_atoms: int | None = None,
                prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
                refine_passes: int | None = None, charge_balance: bool = True,
-               n_jobs: int = 1) -> Candidates:
+               n_jobs: int = 1, progress: StageProgress | None = None) -> Candidates:
         """n crystals from p(x | conditions), each assessed (see `assess`); `prior`,
-        `screen`, `denoise` and `refine_passes` as in `Generator.sample`. With
+        `screen`, `denoise`, `refine_passes` and `progress` as in `Generator.sample`
+        (`progress` also hears ("checking", 0, n) and ("checking", n, n) around the checks). With
         `charge_balance`, a decoded composition that fails SMACT's charge-balance rule is
         replaced by the decoder's most probable one that passes (`charge_balanced`), where one
         is among its top choices."""
@@ -197,9 +199,14 @@ class Designer:
                                                  max_atoms=max_atoms, prior=prior,
                                                  screen=screen, denoise=denoise,
                                                  refine_passes=refine_passes,
+                                                 progress=progress,
                                                  accept=charge_balanced if charge_balance
                                                  else None)
+        if progress is not None:
+            progress("checking", 0, n)
         cands = self.assess(structures, prefix="sample", n_jobs=n_jobs)
+        if progress is not None:
+            progress("checking", n, n)
         requested = self.generator.to_physical(y)
         for j, name in enumerate(self.generator.conditions):
             cands.table[f"requested_{name}"] = requested[:, j]

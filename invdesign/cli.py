@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import Progress, TextColumn
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -57,6 +57,35 @@ def training_progress(total: int) -> Iterator[Callable[[int, str], None]]:
         if done % every == 0 or done == total:
             console.print(f"training {done}/{total} ({time.perf_counter() - start:.0f} s): "
                           f"{status}", highlight=False, soft_wrap=True)
+
+    yield report
+
+
+@contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A `report(stage, done, total)` for jobs in stages (denoising, checking): one bar per
+    stage on a terminal, otherwise a line when a stage starts, at every further tenth of it
+    and when it ends."""
+    if console.is_terminal:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
+                      console=console) as bar:
+            tasks: dict[str, int] = {}
+
+            def update(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            yield update
+        return
+    start, tenths = time.perf_counter(), {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if tenths.get(stage, -1) < tenth:
+            tenths[stage] = tenth
+            console.print(f"{stage} {done}/{total} ({time.perf_counter() - start:.0f} s)",
+                          highlight=False)
 
     yield report
 
@@ -337,10 +366,12 @@ def sample(
     conditions = dict(_parse_condition(c) for c in condition or [])
     try:
         designer = Designer.load(model, surrogate=surrogate)
-        cands = designer.sample(n, conditions=conditions or None, seed=seed,
-                                temperature=temperature, prior=prior, screen=screen,
-                                denoise=denoise, refine_passes=refine_passes,
-                                charge_balance=charge_balance, n_jobs=jobs)
+        with stage_progress() as report:
+            cands = designer.sample(n, conditions=conditions or None, seed=seed,
+                                    temperature=temperature, prior=prior, screen=screen,
+                                    denoise=denoise, refine_passes=refine_passes,
+                                    charge_balance=charge_balance, n_jobs=jobs,
+                                    progress=report)
         if relax:
             if pressure is None:
                 pressure = designer.generator.data_pressure

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened 
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 Prior = Literal["auto", "fitted", "gaussian"]
 CompositionCheck = Callable[[Mapping[int, int]], bool]  # {atomic number: count} -> acceptable
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total), e.g. ("denoising", 40, 100)
 
 
 def _same_property(a: str, b: str) -> bool:
@@ -279,13 +281,17 @@ class Generator:
         return self.denoiser is not None if denoise is None else denoise
 
     def denoise(self, structures: Sequence[Structure | None], *, seed: int = 0,
-                passes: int | None = None) -> list[Structure | None]:
+                passes: int | None = None, progress: StageProgress | None = None
+                ) -> list[Structure | None]:
         """Refine decoded coordinates with the checkpoint's denoiser (None entries pass);
-        `passes` down its noise ladder, by default the number its card records."""
+        `passes` down its noise ladder, by default the number its card records; `progress`
+        hears ("denoising", structures done, total) after each batch."""
         if self.denoiser is None:
             raise ValueError("this checkpoint has no denoiser; train one with "
                              "`invdesign train denoiser --model DIR`")
-        return refine_structures(self.denoiser, structures, seed=seed, passes=passes)
+        return refine_structures(
+            self.denoiser, structures, seed=seed, passes=passes,
+            on_batch=None if progress is None else partial(progress, "denoising"))
 
     def allowed_columns(self, elements: Iterable[str | int]) -> np.ndarray:
         """Vocabulary mask for the allowed elements; raises when none of them can be decoded."""
@@ -353,7 +359,7 @@ class Generator:
                elements: Iterable[str | int] | None = None,
                max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
                denoise: bool | None = None, accept: CompositionCheck | None = None,
-               refine_passes: int | None = None
+               refine_passes: int | None = None, progress: StageProgress | None = None
                ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
@@ -365,8 +371,8 @@ class Generator:
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
         of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`,
         with `refine_passes` passes down the denoiser's ladder (default: the checkpoint's
-        choice; fewer is faster and covers the data less well); `accept` checks compositions
-        as in `decode`.
+        choice; fewer is faster and covers the data less well; `progress` as in `denoise`);
+        `accept` checks compositions as in `decode`.
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
@@ -397,7 +403,8 @@ class Generator:
             keep = self.screen(structures, conditions, n)
             structures, z, y = [structures[i] for i in keep], z[keep], y[keep]
         if self._denoises(denoise):
-            structures = self.denoise(structures, seed=seed, passes=refine_passes)
+            structures = self.denoise(structures, seed=seed, passes=refine_passes,
+                                      progress=progress)
         return structures, z, y
 
 
@@ -405,10 +412,12 @@ REFINE_BATCH_ATOMS = 384  # padded atom slots per denoiser batch: per-edge tenso
 
 
 def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None], *,
-                      batch_atoms: int = REFINE_BATCH_ATOMS, seed: int = 0, **options: Any
+                      batch_atoms: int = REFINE_BATCH_ATOMS, seed: int = 0,
+                      on_batch: Callable[[int, int], None] | None = None, **options: Any
                       ) -> list[Structure | None]:
     """Denoise every structure's coordinates (None entries pass through); `options` go to
-    `Denoiser.refine` (sigma_start, steps, noise).
+    `Denoiser.refine` (sigma_start, steps, noise, passes); `on_batch(done, total)` is called
+    after each batch with the number of structures refined so far.
 
     Structures are batched by size, at most `batch_atoms` padded atom slots per batch: small
     batches keep the (batch, atoms, neighbours, channels) edge tensors in the CPU cache
@@ -417,6 +426,8 @@ def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None]
     present = sorted((i for i, s in enumerate(structures) if s is not None),
                      key=lambda i: len(structures[i]))
     gen = torch.Generator().manual_seed(seed)
+    if on_batch is not None:
+        on_batch(0, len(present))
     start = 0
     while start < len(present):
         # sorted by size, so the last structure of a batch sets its padded width
@@ -432,6 +443,8 @@ def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None]
                                                     refined.frac_coords(),
                                                     refined.numbers.numpy()), strict=True):
             out[i] = s
+        if on_batch is not None:
+            on_batch(stop, len(present))
     return out
 
 

@@ -64,6 +64,7 @@ def test_sample_writes_table_and_cifs(models, tmp_path):
                 "requested_bulk_modulus_vrh"):
         assert col in table
     assert len(list((out / "cifs").glob("*.cif"))) == int(table["decoded"].sum())
+    assert "checking 0/10" in result.output and "checking 10/10" in result.output  # stages
 
 
 def test_sample_relax_relaxes_rechecks_and_resumes(models, tmp_path):

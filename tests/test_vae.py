@@ -408,6 +408,10 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
     assert not _same_samples(again.sample(3, seed=0, refine_passes=3)[0], refined)
     with pytest.raises(ValueError, match="denoise=False"):
         again.sample(3, seed=0, denoise=False, refine_passes=2)
+    heard = []
+    again.sample(3, seed=0, progress=lambda *report: heard.append(report))
+    present = sum(s is not None for s in refined)
+    assert heard[0] == ("denoising", 0, present) and heard[-1] == ("denoising", present, present)
     # a latent-refined reconstruction is fitted to its crystal: not denoised unless asked
     crystal = [next(s for s in plain if s is not None)]
     default = again.reconstruct(crystal, refine_steps=2)[0]
