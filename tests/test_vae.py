@@ -393,8 +393,8 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
     assert any(not torch.equal(first[k], v) for k, v in generator.denoiser.state_dict().items())
     again = Generator.load(generator.save(tmp_path / "model"))
     assert again.denoiser is not None and again.denoiser.config == config
-    plain = again.sample(3, seed=0, denoise=False)[0]
-    refined = again.sample(3, seed=0)[0]  # the checkpoint's denoiser, by default
+    plain = again.sample(8, seed=0, denoise=False)[0]  # 8: not all of them single atoms
+    refined = again.sample(8, seed=0)[0]  # the checkpoint's denoiser, by default
     moved = 0.0
     for a, b in zip(plain, refined, strict=True):
         assert (a is None) == (b is None)
@@ -404,16 +404,23 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
             moved += float(np.abs(a.frac_coords - b.frac_coords).sum())
     assert moved > 0
     # more passes down the ladder move the atoms further; the card's default is one pass
-    assert _same_samples(again.sample(3, seed=0, refine_passes=1)[0], refined)
-    assert not _same_samples(again.sample(3, seed=0, refine_passes=3)[0], refined)
+    assert _same_samples(again.sample(8, seed=0, refine_passes=1)[0], refined)
+    assert not _same_samples(again.sample(8, seed=0, refine_passes=3)[0], refined)
     with pytest.raises(ValueError, match="denoise=False"):
         again.sample(3, seed=0, denoise=False, refine_passes=2)
     heard = []
-    again.sample(3, seed=0, progress=lambda *report: heard.append(report))
+    again.sample(8, seed=0, progress=lambda *report: heard.append(report))
     present = sum(s is not None for s in refined)
     assert heard[0] == ("denoising", 0, present) and heard[-1] == ("denoising", present, present)
     # a latent-refined reconstruction is fitted to its crystal: not denoised unless asked
     crystal = [next(s for s in plain if s is not None)]
+    # a reconstruction takes one pass down the ladder, whatever the card gives sampling
+    again.denoiser.config = replace(again.denoiser.config, refine_passes=3)
+    several = held_out_structures(again, data)
+    one_shot = again.reconstruct(several, refine_steps=0)
+    mu, _ = again.encode(several, refine_steps=0)
+    assert _same_samples(one_shot, again.denoise(again.decode(mu, denoise=False), passes=1))
+    assert not _same_samples(one_shot, again.decode(mu))
     default = again.reconstruct(crystal, refine_steps=2)[0]
     undenoised = again.reconstruct(crystal, refine_steps=2, denoise=False)[0]
     assert (default is None) == (undenoised is None)
