@@ -410,6 +410,7 @@ def test_one_composition_is_split_by_reduced_cell_size(monkeypatch):
     and the uniqueness mask is the serial one."""
     from invdesign.validity import uniqueness
 
+    _deal = uniqueness._deal
     monkeypatch.setattr(uniqueness, "PARALLEL_MIN_SHARED", 2)
     rng = np.random.default_rng(3)
     diamond = Structure(Lattice.cubic(3.57), ["C"] * 8,
@@ -428,3 +429,12 @@ def test_one_composition_is_split_by_reduced_cell_size(monkeypatch):
         assert not {reduced[i].key for i in b} & {reduced[i].key for o in bins if o is not b
                                                   for i in o}
     np.testing.assert_array_equal(unique_mask(batch, n_jobs=2), unique_mask(batch))
+    # novelty of a few samples against many references of their composition: dealt as well
+    monkeypatch.setattr(uniqueness, "PARALLEL_MIN_SHARED", 500)
+    monkeypatch.setattr(uniqueness, "PARALLEL_MIN_PAIRS", 10)
+    index = uniqueness.ReferenceIndex(batch[::2])
+    dealt = []
+    monkeypatch.setattr(uniqueness, "_deal", lambda *a: dealt.append(1) or _deal(*a))
+    np.testing.assert_array_equal(index.novel_mask(batch[1::2], n_jobs=2),
+                                  index.novel_mask(batch[1::2]))
+    assert dealt == [1]

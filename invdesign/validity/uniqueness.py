@@ -238,12 +238,15 @@ class ReferenceIndex:
 
         Structures that cannot be compared (empty, non-finite or singular lattice) get False.
         With `n_jobs` > 1, compositions are dealt to that many processes when at least
-        `PARALLEL_MIN_SHARED` structures share a composition with the index (same mask).
+        `PARALLEL_MIN_SHARED` structures share a composition with the index, or when they
+        share it with at least `PARALLEL_MIN_PAIRS` indexed structures in all (a few
+        samples of a one-element dataset against its whole training set); same mask.
         """
         items = [prepare_structure(s) for s in structures]
         mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
         known = [i for i, item in enumerate(items) if item.comp_hash in self._by_composition]
-        if n_jobs > 1 and len(known) >= PARALLEL_MIN_SHARED:
+        pairs = sum(len(self._by_composition[items[i].comp_hash]) for i in known)
+        if n_jobs > 1 and (len(known) >= PARALLEL_MIN_SHARED or pairs >= PARALLEL_MIN_PAIRS):
             items, bins = _deal(items, known, n_jobs)
             subsets = [self._subset({items[i].comp_hash for i in b}) for b in bins]
             with process_pool(len(bins)) as pool:
@@ -264,6 +267,7 @@ class ReferenceIndex:
 
 
 PARALLEL_MIN_SHARED = 500  # structures sharing compositions before `n_jobs` > 1 pays off
+PARALLEL_MIN_PAIRS = 100_000  # or (candidate, indexed structure) pairs of one composition
 
 
 def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
