@@ -3,7 +3,8 @@
 A card's `metrics.test_reconstruction` is written when the model is trained; heads and priors
 fitted later (`fit_species_head.py`, `fit_latent_prior.py`) change what the checkpoint does, so
 `invdesign models` would show stale figures. This recomputes them on the same stored test split
-(latent refinement as `invdesign evaluate reconstruction`) and saves the checkpoint in place.
+(latent refinement as `invdesign evaluate reconstruction`) and writes them to the card (the
+checkpoint's record; the weights file is left as it is).
 
     python scripts/rescore_vae_card.py checkpoints/vae-perov5 checkpoints/vae-mp-binary
 """
@@ -17,6 +18,7 @@ from datetime import date
 import torch
 
 from invdesign.generator import REFINE_STEPS, Generator
+from invdesign.models.checkpoint import update_card_meta
 from invdesign.train.vae_pipeline import evaluate_reconstruction, held_out_structures
 
 
@@ -33,7 +35,7 @@ def main() -> None:
                                          refine_steps=args.refine_steps)
         metrics = generator.meta.setdefault("metrics", {})
         metrics["test_reconstruction"] = result | {"scored": str(date.today())}
-        generator.save(folder)
+        update_card_meta(folder, generator.meta)
         print(folder, json.dumps(result))
 
 

@@ -12,7 +12,7 @@ from pymatgen.core import Lattice, Structure
 
 from invdesign.featurize.batch import collate
 from invdesign.featurize.graph import GraphConfig, build_graph, n_global_features
-from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
+from invdesign.models.checkpoint import load_checkpoint, save_checkpoint, update_card_meta
 from invdesign.models.ensemble import Ensemble
 from invdesign.train.ensemble import ArchitectureConfig, build_model, train_ensemble
 from invdesign.train.surrogate import TrainConfig, masked_loss, train_model
@@ -163,3 +163,14 @@ def test_card_metadata_is_the_record_and_a_broken_card_falls_back(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="invdesign.models.checkpoint"):
         assert load_checkpoint(folder, kind="test")["meta"]["schedule"] == {"passes": 1}
     assert "card.json is unreadable" in caplog.text
+
+
+def test_card_metadata_updates_leave_the_weights_alone(tmp_path):
+    folder = save_checkpoint(tmp_path / "ck", kind="test", config={}, state_dicts=[],
+                             meta={"metrics": {"mae": 1.0}})
+    weights = (folder / "weights.pt").read_bytes()
+    meta = load_checkpoint(folder, kind="test")["meta"]
+    update_card_meta(folder, meta | {"metrics": {"mae": np.float64(0.5)}})
+    assert load_checkpoint(folder, kind="test")["meta"]["metrics"] == {"mae": 0.5}
+    assert (folder / "weights.pt").read_bytes() == weights
+    assert json.loads((folder / "card.json").read_text())["kind"] == "test"

@@ -40,11 +40,26 @@ def save_checkpoint(folder: str | Path, *, kind: str, config: dict[str, Any],
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, folder / WEIGHTS_FILE)
-    card = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": config, "meta": meta}
+    _write_card(folder, {"format": CHECKPOINT_FORMAT, "kind": kind, "config": config,
+                         "meta": meta})
+    return folder
+
+
+def update_card_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Replace the metadata of a checkpoint's `card.json` (its record: `load_checkpoint`
+    reads it from there), leaving the weights file untouched; for figures measured after
+    training."""
+    path = Path(folder) / CARD_FILE
+    card = json.loads(path.read_text())
+    card["meta"] = _plain(meta)
+    _write_card(Path(folder), card)
+    return path
+
+
+def _write_card(folder: Path, card: dict[str, Any]) -> None:
     tmp = folder / (CARD_FILE + ".tmp")
     tmp.write_text(json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False) + "\n")
     os.replace(tmp, folder / CARD_FILE)
-    return folder
 
 
 def _card_meta(folder: Path, fallback: dict[str, Any]) -> dict[str, Any]:
