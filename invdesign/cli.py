@@ -297,7 +297,7 @@ def train_denoiser_cmd(
                 on_epoch=on_epoch, resume=resume)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
-    folder = generator.save(resolve_checkpoint(model))
+    folder = generator.save(resolve_checkpoint(model), weights=False)
     typer.echo(json.dumps({"out": str(folder), **generator.meta["denoiser"]}))
 
 

@@ -29,7 +29,12 @@ from invdesign.featurize.frames import (
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.featurize.volume import AtomicVolumes
-from invdesign.models.checkpoint import load_checkpoint, save_checkpoint
+from invdesign.models.checkpoint import (
+    CARD_FILE,
+    load_checkpoint,
+    save_checkpoint,
+    update_card_meta,
+)
 from invdesign.models.denoiser import Denoiser, PaddedCrystals
 from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.reconstruction import refine_latent
@@ -103,11 +108,21 @@ class Generator:
                    conditions=config["conditions"], meta=payload["meta"],
                    latent_prior=latent_prior, denoiser=denoiser, volumes=volumes)
 
-    def save(self, folder: str | Path) -> Path:
-        config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
-                  "model": self.config.to_dict()}
-        folder = save_checkpoint(folder, kind=KIND, config=config,
-                                 state_dicts=[self.model.state_dict()], meta=self.meta)
+    def save(self, folder: str | Path, *, weights: bool = True) -> Path:
+        """Write the checkpoint folder. `weights=False` is for parts fitted after training
+        (latent prior, denoiser, atomic volumes, figures in the card): the VAE's weights file
+        in `folder` is kept as it is and only the card's metadata and the parts are written."""
+        folder = Path(folder)
+        if not weights and not (folder / CARD_FILE).is_file():
+            raise FileNotFoundError(f"{folder} holds no checkpoint to add parts to; save it "
+                                    "with its weights first")
+        if weights:
+            config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
+                      "model": self.config.to_dict()}
+            folder = save_checkpoint(folder, kind=KIND, config=config,
+                                     state_dicts=[self.model.state_dict()], meta=self.meta)
+        else:
+            update_card_meta(folder, self.meta)
         prior_file = Path(folder) / LATENT_PRIOR_FILE
         if self.latent_prior is not None:
             self.latent_prior.save(prior_file)

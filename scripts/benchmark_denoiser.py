@@ -156,7 +156,7 @@ def main() -> None:
             **result["chosen"], "chosen_on": "validation split, mean of COV-R and COV-P",
             "test": result["test"], "n_samples": args.n_samples,
             "command": " ".join(["python scripts/benchmark_denoiser.py", *sys.argv[1:]])}
-        generator.save(resolve_checkpoint(args.model))
+        generator.save(resolve_checkpoint(args.model), weights=False)
     print(json.dumps({"chosen": result["chosen"],
                       "test_denoised": result["test"]["denoised (chosen schedule)"],
                       "relaxation": result.get("relaxation")}))

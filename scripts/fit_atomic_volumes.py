@@ -76,7 +76,7 @@ def main() -> None:
         generator.meta["atomic_volumes"] = {
             "command": f"python scripts/fit_atomic_volumes.py {args.model} --dataset "
                        f"{args.dataset} --apply", "validation": report}
-        generator.save(folder)
+        generator.save(folder, weights=False)
         print(f"stored {folder / 'atomic_volumes.json'}")
     print(json.dumps(report))
 

@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generator = Generator.load(args.model)
     report = fit_checkpoint_latent_prior(generator, args.data, refine_steps=args.refine_steps)
-    generator.save(args.model)
+    generator.save(args.model, weights=False)
     print(f"{args.model}: latent prior with {report['components']} components "
           f"({report['n_train']} training encodings, {report['seconds']:.0f} s)")
     print(json.dumps(report))

@@ -426,6 +426,14 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
     assert (default is None) == (undenoised is None)
     if default is not None:
         np.testing.assert_allclose(default.frac_coords, undenoised.frac_coords)
+    # parts fitted after training are stored without rewriting the VAE's weights
+    weights = (tmp_path / "model" / "weights.pt").read_bytes()
+    again.meta["note"] = "added later"
+    again.save(tmp_path / "model", weights=False)
+    assert (tmp_path / "model" / "weights.pt").read_bytes() == weights
+    assert Generator.load(tmp_path / "model").meta["note"] == "added later"
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        again.save(tmp_path / "empty", weights=False)
     again.denoiser = None
     assert not (Path(again.save(tmp_path / "model")) / "denoiser.pt").exists()
 
