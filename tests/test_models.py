@@ -95,6 +95,12 @@ def test_scalers_live_in_state_dict_and_checkpoint_round_trip(tmp_path, nacl, cu
     before = ens.predict(graphs)
     assert before.shape == (2, len(graphs), 2)
     assert not np.allclose(before[0], before[1])  # members differ by seed
+    config = _model().config
+    torch.manual_seed(12345)  # whatever the global state, the seeds decide the weights
+    again = train_ensemble(config, (graphs, y), (graphs, y),
+                           TrainConfig(epochs=2, batch_size=6), n_members=2)
+    for first, second in zip(members, again, strict=True):
+        assert all(torch.equal(first.state_dict[k], v) for k, v in second.state_dict.items())
     save_checkpoint(tmp_path, kind="surrogate", config={"model": _model().config.to_dict()},
                     state_dicts=[m.state_dict for m in members], meta={"note": "test"})
     payload = load_checkpoint(tmp_path, kind="surrogate")  # weights_only=True inside

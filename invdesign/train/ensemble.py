@@ -67,6 +67,7 @@ EpochCallback = Callable[[int, int, float, float], None]  # (member seed, epoch,
 def _train_member(args) -> MemberResult:
     config, init_state, train, val, train_config, queue = args
     torch.set_num_threads(1)
+    torch.manual_seed(train_config.seed)  # each member's initial weights follow its seed
     model = build_model(config, init_state)
     report = None if queue is None else (
         lambda epoch, loss, val_mae: queue.put((train_config.seed, epoch, loss, val_mae)))

@@ -124,6 +124,7 @@ def train_generator(data: str | Path, config: VAERunConfig = VAERunConfig(), *,
     y = (to_model_space(config.conditions, dataset.targets(config.conditions))
          if config.conditions else np.zeros((len(dataset), 0), np.float32))
     tr, va = split.train, split.val
+    torch.manual_seed(config.seed)  # the initial weights too: torch seeds each process afresh
     model = build_model([graphs[i] for i in tr], [frames[i] for i in tr], y[tr], config)
     y_std = (y - model.condition_mean.numpy()) / model.condition_std.numpy()
 
