@@ -343,7 +343,8 @@ def sample(
              "has one).")] = None,
     refine_passes: Annotated[int | None, typer.Option(
         help="Passes down the denoiser's noise ladder (default: the checkpoint's, 12 for "
-             "vae-carbon24): fewer is faster and covers the data less well.")] = None,
+             "vae-carbon24): fewer passes refine faster but cover the data less well.")]
+        = None,
     charge_balance: Annotated[bool, typer.Option(
         help="Replace a decoded composition that fails SMACT charge balance by the decoder's "
              "most probable one that passes (--no-charge-balance: the raw decoder).")] = True,

@@ -391,7 +391,8 @@ class Generator:
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
         of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`,
         with `refine_passes` passes down the denoiser's ladder (default: the checkpoint's
-        choice; fewer is faster and covers the data less well; `progress` as in `denoise`);
+        choice; fewer refine faster but cover the data less well; `progress` as in
+        `denoise`);
         `accept` checks compositions as in `decode`.
 
         Returns:
