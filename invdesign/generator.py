@@ -408,7 +408,10 @@ class Generator:
         if refine_passes is not None and not self._denoises(denoise):
             raise ValueError("refine_passes needs a denoiser: this checkpoint has none"
                              if self.denoiser is None else
-                             "refine_passes was given with denoise=False")
+                             "refine_passes was given with denoising off (denoise=False, "
+                             "--no-denoise)")
+        if refine_passes is not None and refine_passes < 1:
+            raise ValueError(f"refine_passes must be at least 1, got {refine_passes}")
         rng = np.random.default_rng(seed)
         draws = n * screen if conditions and screen > 1 else n
         y = self.draw_conditions(draws, conditions, rng)

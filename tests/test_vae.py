@@ -414,8 +414,10 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
     # more passes down the ladder move the atoms further; the card's default is one pass
     assert _same_samples(again.sample(8, seed=0, refine_passes=1)[0], refined)
     assert not _same_samples(again.sample(8, seed=0, refine_passes=3)[0], refined)
-    with pytest.raises(ValueError, match="denoise=False"):
+    with pytest.raises(ValueError, match="denoising off"):
         again.sample(3, seed=0, denoise=False, refine_passes=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        again.sample(3, seed=0, refine_passes=0)
     heard = []
     again.sample(8, seed=0, progress=lambda *report: heard.append(report))
     present = sum(s is not None for s in refined)
