@@ -29,12 +29,7 @@ from invdesign.featurize.frames import (
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.featurize.volume import AtomicVolumes
-from invdesign.models.checkpoint import (
-    CARD_FILE,
-    load_checkpoint,
-    save_checkpoint,
-    update_card_meta,
-)
+from invdesign.models.checkpoint import load_checkpoint, save_checkpoint, update_card_meta
 from invdesign.models.denoiser import Denoiser, PaddedCrystals
 from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.reconstruction import refine_latent
@@ -113,29 +108,26 @@ class Generator:
         (latent prior, denoiser, atomic volumes, figures in the card): the VAE's weights file
         in `folder` is kept as it is and only the card's metadata and the parts are written."""
         folder = Path(folder)
-        if not weights and not (folder / CARD_FILE).is_file():
-            raise FileNotFoundError(f"{folder} holds no checkpoint to add parts to; save it "
-                                    "with its weights first")
         if weights:
             config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
                       "model": self.config.to_dict()}
-            folder = save_checkpoint(folder, kind=KIND, config=config,
-                                     state_dicts=[self.model.state_dict()], meta=self.meta)
+            save_checkpoint(folder, kind=KIND, config=config,
+                            state_dicts=[self.model.state_dict()], meta=self.meta)
         else:
             update_card_meta(folder, self.meta)
-        prior_file = Path(folder) / LATENT_PRIOR_FILE
+        prior_file = folder / LATENT_PRIOR_FILE
         if self.latent_prior is not None:
             self.latent_prior.save(prior_file)
         elif prior_file.exists():
             prior_file.unlink()
-        denoiser_file = Path(folder) / DENOISER_FILE
+        denoiser_file = folder / DENOISER_FILE
         if self.denoiser is not None:
             tmp = denoiser_file.with_suffix(".tmp")
             torch.save(self.denoiser.state(), tmp)
             tmp.replace(denoiser_file)
         elif denoiser_file.exists():
             denoiser_file.unlink()
-        volumes_file = Path(folder) / VOLUMES_FILE
+        volumes_file = folder / VOLUMES_FILE
         if self.volumes is not None:
             self.volumes.save(volumes_file)
         elif volumes_file.exists():

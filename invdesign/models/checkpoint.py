@@ -50,6 +50,9 @@ def update_card_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
     reads it from there), leaving the weights file untouched; for figures measured after
     training."""
     path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no checkpoint card to update; save the "
+                                "checkpoint with its weights first")
     card = json.loads(path.read_text())
     card["meta"] = _plain(meta)
     _write_card(Path(folder), card)
