@@ -7,7 +7,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from invdesign.validity.matching import MatchCell, fit_reduced
-from invdesign.validity.uniqueness import MatchSettings, prepare_structure
+from invdesign.validity.uniqueness import MatchSettings, prepare_structure, unique_mask
 
 SETTINGS = MatchSettings()
 
@@ -104,6 +104,9 @@ def test_disordered_cells_go_to_pymatgen(nacl):
     disordered.replace_species({"Na": {"Na": 0.5, "K": 0.5}})
     assert prepare_structure(disordered).cell is None
     assert prepare_structure(nacl).cell is not None
+    shifted = disordered.copy()
+    shifted.translate_sites(range(len(shifted)), [0.1, 0.2, 0.3])
+    assert unique_mask([disordered, shifted, nacl]).tolist() == [True, False, True]
 
 
 def test_both_answers_occur_near_the_length_tolerance():

@@ -100,9 +100,7 @@ def fit_reduced(first: MatchCell, second: MatchCell, *, ltol: float, stol: float
     # each translation puts it on one of those sites
     anchor = int(np.argmin(allowed.sum(axis=1)))
     targets = np.nonzero(allowed[anchor])[0]
-    step = max(1, _CHUNK // (len(targets) * n * n * 3))
-    for start in range(0, len(bases), step):
-        chunk = slice(start, start + step)
+    for chunk in _chunks(len(bases), most=max(1, _CHUNK // (len(targets) * n * n * 3))):
         f1 = frac1[chunk]
         moved = frac2[None, None] + (f1[:, targets] - frac2[anchor])[:, :, None, :]
         delta = moved[:, :, :, None, :] - f1[:, None, None, :, :]
@@ -113,6 +111,17 @@ def fit_reduced(first: MatchCell, second: MatchCell, *, ltol: float, stol: float
                                               normalization[chunk], stol):
             return True
     return False
+
+
+def _chunks(total: int, most: int, first: int = 4) -> list[slice]:
+    """Slices covering range(total), doubling from `first` up to `most` long: a match is
+    usually found among the first mappings, a non-match needs them all."""
+    chunks, start, size = [], 0, first
+    while start < total:
+        chunks.append(slice(start, start + min(size, most)))
+        start += min(size, most)
+        size *= 2
+    return chunks
 
 
 def _assignment_fits(average: np.ndarray, moved: np.ndarray, frac1: np.ndarray,
