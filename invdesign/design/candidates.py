@@ -64,11 +64,16 @@ class Candidates(Sequence[Candidate]):
     def to_dataframe(self) -> pd.DataFrame:
         return self.table.copy()
 
-    def to_csv(self, path: str | Path) -> Path:
-        """The table plus a `cif` column (empty where decoding failed): a CDVAE-style CSV
-        that `load_dataset`, `invdesign verify` and `evaluate generation` read directly."""
+    def cifs(self) -> list[str]:
+        """Each structure as CIF text (empty where decoding failed)."""
+        return [s.to(fmt="cif") if s is not None else "" for s in self.structures]
+
+    def to_csv(self, path: str | Path, cifs: Sequence[str] | None = None) -> Path:
+        """The table plus a `cif` column (empty where decoding failed; `cifs` if already
+        written): a CDVAE-style CSV that `load_dataset`, `invdesign verify` and `evaluate
+        generation` read directly."""
         table = self.table.copy()
-        table["cif"] = [s.to(fmt="cif") if s is not None else "" for s in self.structures]
+        table["cif"] = list(cifs) if cifs is not None else self.cifs()
         table.to_csv(path, index=False)
         return Path(path)
 
@@ -83,15 +88,18 @@ class Candidates(Sequence[Candidate]):
             raise ValueError(f"format must be one of {sorted(_SUFFIX)}, got {format!r}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.to_csv(folder / "candidates.csv")
-        pairs = [(row, s) for (_, row), s in zip(self.table.iterrows(), self.structures,
-                                                 strict=True) if s is not None]
-        if format == "cif":
+        cifs = self.cifs()
+        self.to_csv(folder / "candidates.csv", cifs)
+        if format == "cif":  # the CSV's CIF text, not a second CifWriter pass
             cif_dir = folder / "cifs"
             cif_dir.mkdir(exist_ok=True)
-            for row, s in pairs:
-                s.to(filename=str(cif_dir / f"{row['id']}.cif"))
-        elif format == "extxyz":
+            for name, s, text in zip(self.table["id"], self.structures, cifs, strict=True):
+                if s is not None:
+                    (cif_dir / f"{name}.cif").write_text(text)
+            return folder
+        pairs = [(row, s) for (_, row), s in zip(self.table.iterrows(), self.structures,
+                                                 strict=True) if s is not None]
+        if format == "extxyz":
             from ase.io import write
             from pymatgen.io.ase import AseAtomsAdaptor
 
