@@ -121,14 +121,16 @@ class Designer:
 
     # ----- assessment -------------------------------------------------------------------------
     def assess(self, structures: Sequence[Structure | None], *, prefix: str = "cand",
-               scorer: Scorer | None = None, n_jobs: int = 1) -> Candidates:
+               scorer: Scorer | None = None, n_jobs: int = 1,
+               progress: StageProgress | None = None) -> Candidates:
         """Validity, uniqueness, novelty and predicted properties of decoded structures
-        (`n_jobs` processes for the checks of large batches)."""
+        (`n_jobs` processes for the checks of large batches; `progress` hears the check
+        stages "validity", "uniqueness" and "novelty", as in `check_structures`)."""
         decoded = np.array([s is not None for s in structures], dtype=bool)
         table = pd.DataFrame({"id": [f"{prefix}-{i:05d}" for i in range(len(structures))]})
         table["decoded"] = decoded
         flags = check_structures([s for s in structures if s is not None],
-                                 reference=self.reference, n_jobs=n_jobs)
+                                 reference=self.reference, n_jobs=n_jobs, progress=progress)
         full = pd.DataFrame(index=range(len(structures)), columns=flags.columns)
         full.loc[decoded] = flags.to_numpy()
         full.loc[~decoded, ["struct_valid", "comp_valid", "valid", "unique", "novel",
@@ -188,7 +190,7 @@ class Designer:
                n_jobs: int = 1, progress: StageProgress | None = None) -> Candidates:
         """n crystals from p(x | conditions), each assessed (see `assess`); `prior`,
         `screen`, `denoise`, `refine_passes` and `progress` as in `Generator.sample`
-        (`progress` also hears ("checking", 0, n) and ("checking", n, n) around the checks). With
+        (`progress` also hears the check stages of `assess`). With
         `charge_balance`, a decoded composition that fails SMACT's charge-balance rule is
         replaced by the decoder's most probable one that passes (`charge_balanced`), where one
         is among its top choices."""
@@ -202,11 +204,7 @@ class Designer:
                                                  progress=progress,
                                                  accept=charge_balanced if charge_balance
                                                  else None)
-        if progress is not None:
-            progress("checking", 0, n)
-        cands = self.assess(structures, prefix="sample", n_jobs=n_jobs)
-        if progress is not None:
-            progress("checking", n, n)
+        cands = self.assess(structures, prefix="sample", n_jobs=n_jobs, progress=progress)
         requested = self.generator.to_physical(y)
         for j, name in enumerate(self.generator.conditions):
             cands.table[f"requested_{name}"] = requested[:, j]

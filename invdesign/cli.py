@@ -63,9 +63,9 @@ def training_progress(total: int) -> Iterator[Callable[[int, str], None]]:
 
 @contextmanager
 def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A `report(stage, done, total)` for jobs in stages (denoising, checking): one bar per
-    stage on a terminal, otherwise a line when a stage starts, at every further tenth of it
-    and when it ends."""
+    """A `report(stage, done, total)` for jobs in stages (denoising, validity, uniqueness,
+    novelty): one bar per stage on a terminal, otherwise a line when a stage starts, at
+    every further tenth of it and when it ends."""
     if console.is_terminal:
         with Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
                       console=console) as bar:
@@ -775,7 +775,8 @@ def validate(
 
     dataset = _load_or_fail(data)
     ref = _load_or_fail(reference).structures if reference else None
-    table = check_structures(dataset.structures, reference=ref, progress=True)
+    with stage_progress() as report:
+        table = check_structures(dataset.structures, reference=ref, progress=report)
     table.insert(0, "id", dataset.ids)
     # Rows the loader rejected (unparsable, atoms < 0.5 A apart, ...) are invalid samples too.
     rejected = pd.DataFrame({"id": [row for row, _ in dataset.summary.skipped],

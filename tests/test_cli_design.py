@@ -64,7 +64,8 @@ def test_sample_writes_table_and_cifs(models, tmp_path):
                 "requested_bulk_modulus_vrh"):
         assert col in table
     assert len(list((out / "cifs").glob("*.cif"))) == int(table["decoded"].sum())
-    assert "checking 0/10" in result.output and "checking 10/10" in result.output  # stages
+    for stage in ("validity", "uniqueness", "novelty"):  # a line when each stage ends
+        assert f"{stage} 10/10" in result.output
 
 
 def test_sample_relax_relaxes_rechecks_and_resumes(models, tmp_path):

@@ -395,6 +395,58 @@ def test_parallel_checks_give_the_same_table(nacl, monkeypatch):
                                   [geometry.min_bond_ratio(s) for s in structures])
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_checks_report_progress_per_stage(nacl, monkeypatch, n_jobs):
+    """Each stage reports its total at the end, counts never go back, and worker processes
+    report from inside (more than the start and end of a parallel stage are heard)."""
+    from invdesign.validity import geometry, report, uniqueness
+
+    monkeypatch.setattr(report, "PARALLEL_MIN_ITEMS", 2)
+    monkeypatch.setattr(geometry, "PARALLEL_MIN_ITEMS", 2)
+    monkeypatch.setattr(uniqueness, "PARALLEL_MIN_SHARED", 2)
+    rng = np.random.default_rng(5)
+    batch = [_perturbed(b, rng, s) for b in (nacl, perovskite(3.9, "Sr", "Ti", "O"))
+             for s in (0.02, 0.3, 0.6, 0.02, 0.3, 0.6)]
+    heard: dict[str, list[tuple[int, int]]] = {}
+    table = check_structures(batch, reference=[nacl], n_jobs=n_jobs,
+                             progress=lambda stage, done, total:
+                             heard.setdefault(stage, []).append((done, total)))
+    pd.testing.assert_frame_equal(table, check_structures(batch, reference=[nacl]))
+    assert list(heard) == ["validity", "uniqueness", "novelty"]
+    for stage, calls in heard.items():
+        done = [d for d, _ in calls]
+        assert calls[-1] == (len(batch), len(batch)), stage
+        assert done == sorted(done), stage
+    if n_jobs == 1:
+        assert len(heard["uniqueness"]) == len(batch) + 1  # the start, then every structure
+
+
+def _ticking_worker(count: int) -> int:
+    import time
+
+    from invdesign.validity.parallel import tick
+
+    for _ in range(count):
+        tick()
+        time.sleep(0.02)
+    time.sleep(0.3)  # the ticks reach the parent before the result does
+    return count
+
+
+def test_worker_processes_report_progress():
+    from invdesign.validity.parallel import gather, process_pool, progress_queue
+
+    heard: list[tuple[int, int]] = []
+    ticks = progress_queue()
+    with process_pool(2, ticks) as pool:
+        futures = [pool.submit(_ticking_worker, count) for count in (3, 4)]
+        results = gather(futures, ticks, lambda done, total: heard.append((done, total)),
+                         done=2, total=9)
+    assert results == [3, 4]
+    assert heard[-1] == (9, 9)
+    assert [d for d, _ in heard[:-1]] == list(range(3, 10))  # one report per tick
+
+
 def test_typical_bond_ratio_is_the_mp_binary_median(shared_data):
     from invdesign.data import load_dataset
     from invdesign.validity import TYPICAL_BOND_RATIO, min_bond_ratios

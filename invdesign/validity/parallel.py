@@ -1,25 +1,68 @@
-"""Worker processes for batch checks of many structures."""
+"""Worker processes for batch checks of many structures, with progress from inside them."""
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import queue
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+Progress = Callable[[int, int], None]  # (done, total)
+
+_ticks: Any = None  # in a worker: the queue its `tick`s go to (set by `process_pool`)
 
 
-def process_pool(n_jobs: int) -> ProcessPoolExecutor:
-    """Worker processes (forked where the platform allows: no re-imports)."""
+def _set_ticks(ticks: Any) -> None:
+    global _ticks
+    _ticks = ticks
+
+
+def tick(count: int = 1) -> None:
+    """In a worker process: `count` more items done (reported by `gather`); else nothing."""
+    if _ticks is not None:
+        _ticks.put(count)
+
+
+def _context() -> Any:
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    return ProcessPoolExecutor(n_jobs, mp_context=context)
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def process_pool(n_jobs: int, ticks: Any = None) -> ProcessPoolExecutor:
+    """Worker processes (forked where the platform allows: no re-imports); with `ticks`, a
+    queue from `progress_queue`, the workers' `tick` calls go to it."""
+    return ProcessPoolExecutor(n_jobs, mp_context=_context(), initializer=_set_ticks,
+                               initargs=(ticks,))
+
+
+def progress_queue() -> Any:
+    """A queue worker processes can `tick` into (pass it to `process_pool`)."""
+    return _context().Queue()
+
+
+def gather(futures: Iterable[Future], ticks: Any, progress: Progress | None, done: int,
+           total: int) -> list[Any]:
+    """The futures' results in order, reporting `progress(done, total)` as workers tick
+    (`ticks` None: only when all are done)."""
+    futures = list(futures)
+    while ticks is not None and not all(f.done() for f in futures):
+        try:
+            done += ticks.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if progress is not None:
+            progress(min(done, total), total)
+    if progress is not None:
+        progress(total, total)
+    return [f.result() for f in futures]
 
 
 def map_chunks(function: Callable[[list[Any]], list[T]], items: Sequence[Any],
-               n_jobs: int) -> list[T]:
-    """`function` over contiguous chunks of `items` in `n_jobs` processes, results in order.
+               n_jobs: int, progress: Progress | None = None) -> list[T]:
+    """`function` over contiguous chunks of `items` in `n_jobs` processes, results in order
+    (`progress(done, total)` as chunks finish).
 
     `function` maps a list of items to a list of results of the same length; it must be a
     module-level function (it is pickled).
@@ -27,4 +70,10 @@ def map_chunks(function: Callable[[list[Any]], list[T]], items: Sequence[Any],
     size = -(-len(items) // (4 * n_jobs))
     chunks = [list(items[i:i + size]) for i in range(0, len(items), size)]
     with process_pool(n_jobs) as pool:
-        return [result for part in pool.map(function, chunks) for result in part]
+        futures = [pool.submit(function, chunk) for chunk in chunks]
+        done = 0
+        for future in as_completed(futures):
+            done += len(chunks[futures.index(future)])
+            if progress is not None:
+                progress(done, len(items))
+        return [result for future in futures for result in future.result()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,7 +20,7 @@ from invdesign.validity.geometry import (
     MIN_VOLUME_PER_ATOM,
     structure_validity,
 )
-from invdesign.validity.parallel import map_chunks
+from invdesign.validity.parallel import Progress, map_chunks
 from invdesign.validity.uniqueness import (
     MatchSettings,
     PreparedStructure,
@@ -113,12 +113,12 @@ def _check_chunk(items: list[Any], *, config: ValidityConfig
     return [_check_one(item, config) for item in items]
 
 
-def _iterate(items: Sequence[Any], progress: bool) -> Iterable[Any]:
-    if not progress:
-        return items
-    from rich.progress import track
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
-    return track(items, description="Checking structures", total=len(items))
+
+def _stage(progress: StageProgress | None, name: str) -> Progress | None:
+    """`progress` for one stage, as a (done, total) callback."""
+    return None if progress is None else partial(progress, name)
 
 
 def check_structures(
@@ -126,7 +126,7 @@ def check_structures(
     *,
     reference: ReferenceIndex | Iterable[Structure] | None = None,
     config: ValidityConfig | None = None,
-    progress: bool = False,
+    progress: StageProgress | None = None,
     n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Validity, uniqueness and novelty of every structure in a batch.
@@ -138,7 +138,8 @@ def check_structures(
         reference: Training structures (or a prebuilt `ReferenceIndex`) for novelty; without
             it the `novel` column is missing values (pandas ``NA``).
         config: Check thresholds; defaults as in `ValidityConfig`.
-        progress: Show a progress bar (rich).
+        progress: Called as ``progress(stage, done, total)`` while the stages "validity",
+            "uniqueness" and "novelty" run (from inside worker processes too).
         n_jobs: Worker processes for batches of at least `PARALLEL_MIN_ITEMS` (validity) and
             for the uniqueness check (`unique_mask`); the table does not depend on it.
 
@@ -150,10 +151,16 @@ def check_structures(
         `struct_valid_cdvae` (CDVAE's structural criterion).
     """
     config = config or ValidityConfig()
+    validity = _stage(progress, "validity")
     if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ITEMS:
-        checked = map_chunks(partial(_check_chunk, config=config), structures, n_jobs)
+        checked = map_chunks(partial(_check_chunk, config=config), structures, n_jobs,
+                             progress=validity)
     else:
-        checked = [_check_one(item, config) for item in _iterate(structures, progress)]
+        checked = []
+        for done, item in enumerate(structures, start=1):
+            checked.append(_check_one(item, config))
+            if validity is not None:
+                validity(done, len(structures))
     rows = [row for row, _ in checked]
     prepared = [ready for _, ready in checked]
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS
@@ -162,7 +169,8 @@ def check_structures(
     usable = [i for i, p in enumerate(prepared) if p is not None]
     items = [prepared[i] for i in usable]
     unique = np.zeros(len(table), dtype=bool)
-    unique[usable] = unique_mask(items, settings=config.match, n_jobs=n_jobs)
+    unique[usable] = unique_mask(items, settings=config.match, n_jobs=n_jobs,
+                                 progress=_stage(progress, "uniqueness"))
     table["unique"] = unique
     if reference is None:
         table["novel"] = pd.array([pd.NA] * len(table), dtype="boolean")
@@ -170,7 +178,8 @@ def check_structures(
         index = (reference if isinstance(reference, ReferenceIndex)
                  else ReferenceIndex(reference, settings=config.match))
         novel = np.zeros(len(table), dtype=bool)
-        novel[usable] = index.novel_mask(items, n_jobs=n_jobs)
+        novel[usable] = index.novel_mask(items, n_jobs=n_jobs,
+                                         progress=_stage(progress, "novelty"))
         table["novel"] = novel
     logger.info("checked %d structures: %d valid, %d unique", len(table),
                 int(table["valid"].sum()), int(table["unique"].sum()))

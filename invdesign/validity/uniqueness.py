@@ -34,7 +34,14 @@ from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatc
 from pymatgen.core import Structure
 
 from invdesign.validity.matching import MatchCell, fit_reduced
-from invdesign.validity.parallel import map_chunks, process_pool
+from invdesign.validity.parallel import (
+    Progress,
+    gather,
+    map_chunks,
+    process_pool,
+    progress_queue,
+    tick,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +259,7 @@ class ReferenceIndex:
         return self.find(structure) is not None
 
     def novel_mask(self, structures: Sequence[Structure | PreparedStructure], *,
-                   n_jobs: int = 1) -> np.ndarray:
+                   n_jobs: int = 1, progress: Progress | None = None) -> np.ndarray:
         """Boolean mask: True where a structure matches no indexed structure.
 
         Structures that cannot be compared (empty, non-finite or singular lattice) get False.
@@ -260,6 +267,8 @@ class ReferenceIndex:
         `PARALLEL_MIN_SHARED` structures share a composition with the index, or when they
         share it with at least `PARALLEL_MIN_PAIRS` indexed structures in all (a few
         samples of a one-element dataset against its whole training set); same mask.
+        `progress(done, total)` hears how many structures are settled, from the worker
+        processes too.
         """
         items = [prepare_structure(s) for s in structures]
         mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
@@ -268,13 +277,20 @@ class ReferenceIndex:
         if n_jobs > 1 and (len(known) >= PARALLEL_MIN_SHARED or pairs >= PARALLEL_MIN_PAIRS):
             items, bins = _deal(items, known, n_jobs)
             subsets = [self._subset({items[i].comp_hash for i in b}) for b in bins]
-            with process_pool(len(bins)) as pool:
-                parts = pool.map(_novel_part, subsets, [[items[i] for i in b] for b in bins])
-                for indices, part in zip(bins, parts, strict=True):
-                    mask[indices] = part
+            ticks = progress_queue() if progress is not None else None
+            with process_pool(len(bins), ticks) as pool:
+                futures = [pool.submit(_novel_part, subset, [items[i] for i in b])
+                           for subset, b in zip(subsets, bins, strict=True)]
+                parts = gather(futures, ticks, progress, len(items) - len(known), len(items))
+            for indices, part in zip(bins, parts, strict=True):
+                mask[indices] = part
             return mask
-        for i in known:
+        if progress is not None:
+            progress(len(items) - len(known), len(items))
+        for done, i in enumerate(known, start=len(items) - len(known) + 1):
             mask[i] = self.find(items[i]) is None
+            if progress is not None:
+                progress(done, len(items))
         return mask
 
     def _subset(self, compositions: set) -> ReferenceIndex:
@@ -290,7 +306,8 @@ PARALLEL_MIN_PAIRS = 100_000  # or (candidate, indexed structure) pairs of one c
 
 
 def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
-                settings: MatchSettings | None = None, n_jobs: int = 1) -> np.ndarray:
+                settings: MatchSettings | None = None, n_jobs: int = 1,
+                progress: Progress | None = None) -> np.ndarray:
     """Boolean mask: True for the first occurrence of each distinct structure in a batch.
 
     A structure is compared with the distinct structures before it (with the same prefilter
@@ -298,27 +315,32 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
     With `n_jobs` > 1, compositions (or, when one composition dominates, prefilter keys) are
     split over that many processes (they never match across groups, so the mask is the same)
     when at least `PARALLEL_MIN_SHARED` structures share a composition with another.
+    `progress(done, total)` hears how many structures are settled, from the workers too.
     """
     items = [prepare_structure(s) for s in structures]
     shared = Counter(item.comp_hash for item in items if item.comp_hash is not None)
     n_shared = sum(c for c in shared.values() if c > 1)
     if n_jobs > 1 and n_shared >= PARALLEL_MIN_SHARED:
-        return _unique_mask_parallel(items, shared, settings, n_jobs)
+        return _unique_mask_parallel(items, shared, settings, n_jobs, progress)
     seen = ReferenceIndex(settings=settings)
     mask = np.zeros(len(items), dtype=bool)
+    if progress is not None:
+        progress(0, len(items))
     for i, item in enumerate(items):
-        if item.comp_hash is None:
-            continue
-        if shared[item.comp_hash] == 1:  # nothing else has this composition: no reduction
-            mask[i] = True
-        elif seen.find(item) is None:
-            mask[i] = True
-            seen.add(item)
+        if item.comp_hash is not None:
+            if shared[item.comp_hash] == 1:  # nothing else has this composition: no reduction
+                mask[i] = True
+            elif seen.find(item) is None:
+                mask[i] = True
+                seen.add(item)
+        if progress is not None:
+            progress(i + 1, len(items))
     return mask
 
 
 def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
-                          settings: MatchSettings | None, n_jobs: int) -> np.ndarray:
+                          settings: MatchSettings | None, n_jobs: int,
+                          progress: Progress | None) -> np.ndarray:
     """`unique_mask` with whole compositions dealt to `n_jobs` processes.
 
     When one composition would leave the other processes idle (a single-element dataset such
@@ -331,11 +353,12 @@ def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
     repeated = [i for i, item in enumerate(items)
                 if item.comp_hash is not None and shared[item.comp_hash] > 1]
     items, bins = _deal(items, repeated, n_jobs)
-    with process_pool(len(bins)) as pool:
-        parts = pool.map(_unique_part, [[items[i] for i in b] for b in bins],
-                         [settings] * len(bins))
-        for indices, part in zip(bins, parts, strict=True):
-            mask[indices] = part
+    ticks = progress_queue() if progress is not None else None
+    with process_pool(len(bins), ticks) as pool:
+        futures = [pool.submit(_unique_part, [items[i] for i in b], settings) for b in bins]
+        parts = gather(futures, ticks, progress, len(items) - len(repeated), len(items))
+    for indices, part in zip(bins, parts, strict=True):
+        mask[indices] = part
     return mask
 
 
@@ -392,11 +415,16 @@ def _pack(items: list[PreparedStructure], indices: list[int], n_jobs: int,
 
 
 def _unique_part(items: list[PreparedStructure], settings: MatchSettings | None) -> np.ndarray:
-    return unique_mask(items, settings=settings)
+    return unique_mask(items, settings=settings, progress=_tick_each)
 
 
 def _novel_part(index: ReferenceIndex, items: list[PreparedStructure]) -> np.ndarray:
-    return index.novel_mask(items)
+    return index.novel_mask(items, progress=_tick_each)
+
+
+def _tick_each(done: int, total: int) -> None:
+    """In a worker: one more item done (called once per item)."""
+    tick()
 
 
 def novel_mask(structures: Sequence[Structure | PreparedStructure],
