@@ -428,7 +428,7 @@ def _ticking_worker(count: int) -> int:
 
     for _ in range(count):
         tick()
-        time.sleep(0.02)
+        time.sleep(0.06)  # longer than TICK_INTERVAL / 2: at least every other tick is sent
     time.sleep(0.3)  # the ticks reach the parent before the result does
     return count
 
@@ -444,7 +444,8 @@ def test_worker_processes_report_progress():
                          done=2, total=9)
     assert results == [3, 4]
     assert heard[-1] == (9, 9)
-    assert [d for d, _ in heard[:-1]] == list(range(3, 10))  # one report per tick
+    done = [d for d, _ in heard]
+    assert done == sorted(done) and len(done) >= 4  # both workers were heard while running
 
 
 def test_typical_bond_ratio_is_the_mp_binary_median(shared_data):

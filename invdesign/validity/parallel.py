@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
@@ -11,18 +12,30 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (done, total)
 
+TICK_INTERVAL = 0.1  # s; a worker sends its ticks at most this often
 _ticks: Any = None  # in a worker: the queue its `tick`s go to (set by `process_pool`)
+_pending = 0  # ticks not sent yet
+_last_sent = 0.0
 
 
 def _set_ticks(ticks: Any) -> None:
     global _ticks
     _ticks = ticks
+    if ticks is not None:
+        ticks.cancel_join_thread()  # progress is disposable: never hold up a worker's exit
 
 
 def tick(count: int = 1) -> None:
-    """In a worker process: `count` more items done (reported by `gather`); else nothing."""
-    if _ticks is not None:
-        _ticks.put(count)
+    """In a worker process: `count` more items done, sent to `gather` at most every
+    `TICK_INTERVAL` seconds; outside a worker with a queue, nothing."""
+    global _pending, _last_sent
+    if _ticks is None:
+        return
+    _pending += count
+    now = time.monotonic()
+    if now - _last_sent >= TICK_INTERVAL:
+        _ticks.put(_pending)
+        _pending, _last_sent = 0, now
 
 
 def _context() -> Any:
