@@ -134,3 +134,21 @@ def test_both_answers_occur_near_the_angle_tolerance():
         assert got == expected
         answers.append(expected)
     assert any(answers) and not all(answers)
+
+
+def test_lll_shortcut_only_where_pymatgen_changes_nothing():
+    from invdesign.validity.matching import _lll
+
+    rng = np.random.default_rng(11)
+    shortcuts = 0
+    for _ in range(200):
+        matrix = np.diag(rng.uniform(2, 6, 3)) + rng.normal(0, 0.8, (3, 3))
+        reduced, mapping = _lll(matrix)
+        lattice = Lattice(matrix)
+        if mapping is None:
+            shortcuts += 1
+            np.testing.assert_array_equal(lattice.lll_mapping, np.identity(3))
+            np.testing.assert_array_equal(lattice.lll_matrix, matrix)
+        else:
+            np.testing.assert_array_equal(reduced, lattice.lll_matrix)
+    assert 10 < shortcuts < 190  # both paths taken
