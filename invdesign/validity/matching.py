@@ -40,6 +40,8 @@ class MatchCell:
         self.matrix = np.array(structure.lattice.matrix)
         self.volume = structure.volume
         self.frac_coords = np.array(structure.frac_coords)
+        self.cart_coords = self.frac_coords @ self.matrix
+        self.parameters = _parameters(self.matrix[None])[0]  # a, b, c, alpha, beta, gamma
         self.ordered = structure.is_ordered
         kinds: dict = {}  # species (a Composition) -> index, in order of first appearance
         self.site_kinds = np.array([kinds.setdefault(site.species, len(kinds))
@@ -84,12 +86,11 @@ def fit_reduced(first: MatchCell, second: MatchCell, *, ltol: float, stol: float
     allowed = kinds2[:, None] == first.site_kinds[None, :]  # (site of second, site of first)
 
     ratio = (second.volume / first.volume) ** (1 / 6)  # both cells scaled to one volume
-    target = second.matrix / ratio
-    target_parameters = _parameters(target[None])[0]
-    bases = _lattice_mappings(first, ratio, target, target_parameters, ltol, angle_tol)
+    target_parameters = np.r_[second.parameters[:3] / ratio, second.parameters[3:]]
+    bases = _lattice_mappings(first, ratio, target_parameters, ltol, angle_tol)
     if len(bases) == 0:
         return False
-    frac1 = (first.frac_coords @ (first.matrix * ratio)) @ np.linalg.inv(bases)
+    frac1 = (first.cart_coords * ratio) @ np.linalg.inv(bases)
     frac1 -= np.floor(frac1)  # (mapping, site, 3): first's sites in each mapped basis
     frac2 = second.frac_coords
     average = _cells_from_parameters((_parameters(bases) + target_parameters) / 2)
@@ -215,21 +216,21 @@ def _reciprocal_lengths(matrices: np.ndarray) -> np.ndarray:
     return 2 * np.pi * np.linalg.norm(np.linalg.inv(matrices), axis=-2)
 
 
-def _pair_angles(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Angles (degrees) between every row of `first` and every row of `second`."""
-    cosine = (first @ second.T) / np.linalg.norm(first, axis=1)[:, None] \
-        / np.linalg.norm(second, axis=1)[None, :]
-    return np.degrees(np.arccos(np.clip(cosine, -1, 1)))
+def _angle_within(first: np.ndarray, second: np.ndarray, angle: float, tol: float
+                  ) -> np.ndarray:
+    """Whether the angle between each unit row of `first` and each of `second` lies within
+    `tol` degrees of `angle` (compared as cosines: cos falls monotonically on [0, 180])."""
+    cosine = np.clip(first @ second.T, -1, 1)
+    low, high = np.radians([min(angle + tol, 180.0), max(angle - tol, 0.0)])
+    return (cosine >= np.cos(low)) & (cosine <= np.cos(high))
 
 
-def _lattice_mappings(cell: MatchCell, ratio: float, target: np.ndarray,
-                      target_parameters: np.ndarray, ltol: float, angle_tol: float
-                      ) -> np.ndarray:
+def _lattice_mappings(cell: MatchCell, ratio: float, target_parameters: np.ndarray,
+                      ltol: float, angle_tol: float) -> np.ndarray:
     """Bases (k, 3, 3) of `cell`'s lattice, scaled by `ratio`, whose lengths lie within a
-    factor 1 + ltol of `target`'s, whose angles lie within `angle_tol` degrees of its
+    factor 1 + ltol of the target cell's, whose angles lie within `angle_tol` degrees of its
     angles, and which span one cell (``Lattice.find_all_mappings`` + ``_get_lattices``)."""
-    lengths = np.linalg.norm(target, axis=1)
-    alpha, beta, gamma = target_parameters[3:]
+    lengths, (alpha, beta, gamma) = target_parameters[:3], target_parameters[3:]
     points = cell.lattice_points(lengths.max() * (1 + ltol) / ratio)
     cart = points @ (cell.matrix * ratio)
     dist = np.linalg.norm(cart, axis=1)
@@ -237,9 +238,12 @@ def _lattice_mappings(cell: MatchCell, ratio: float, target: np.ndarray,
              for length in lengths]
     if any(len(p) == 0 for p in picks):
         return np.zeros((0, 3, 3))
-    ok_gamma = np.abs(_pair_angles(cart[picks[0]], cart[picks[1]]) - gamma) <= angle_tol
-    ok_alpha = np.abs(_pair_angles(cart[picks[1]], cart[picks[2]]) - alpha) <= angle_tol
-    ok_beta = np.abs(_pair_angles(cart[picks[0]], cart[picks[2]]) - beta) <= angle_tol
+    ua, ub, uc = (cart[p] / dist[p, None] for p in picks)
+    ok_gamma = _angle_within(ua, ub, gamma, angle_tol)
+    if not ok_gamma.any():
+        return np.zeros((0, 3, 3))
+    ok_alpha = _angle_within(ub, uc, alpha, angle_tol)
+    ok_beta = _angle_within(ua, uc, beta, angle_tol)
     i, j, k = np.nonzero(ok_gamma[:, :, None] & ok_alpha[None, :, :] & ok_beta[:, None, :])
     rows = np.stack([picks[0][i], picks[1][j], picks[2][k]], axis=1)  # (k, 3) point indices
     one_cell = np.abs(np.abs(np.linalg.det(points[rows])) - 1) <= 0.5
