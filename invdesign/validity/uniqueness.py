@@ -17,7 +17,8 @@ is used: the matcher scales volumes, so a 10 % larger NaCl is not novel against 
 
 ``fit`` is not symmetric; like ``StructureMatcher.group_structures`` we call
 ``fit(earlier_or_reference, candidate)``. Ordered cells go through `fit_reduced`, the same
-test batched with numpy (`invdesign.validity.matching`), 2-4x faster.
+test batched with numpy (`invdesign.validity.matching`), 2-4x faster on generated
+batches.
 """
 
 from __future__ import annotations
