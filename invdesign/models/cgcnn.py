@@ -69,7 +69,8 @@ class GatedConv(nn.Module):
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         center, neighbor = edge_index
         as_center, as_neighbor = self.node_linear(h).chunk(2, dim=1)
-        z = self.norm_edge(as_center[center] + as_neighbor[neighbor] + self.edge_linear(e))
+        z = self.norm_edge(as_center.index_select(0, center) + as_neighbor.index_select(0, neighbor)
+                           + self.edge_linear(e))
         gate, core = z.chunk(2, dim=1)
         messages = torch.sigmoid(gate) * self.act(core)
         return self.act(h + self.norm_node(sum_by_center(messages, center, h.shape[0])))

@@ -165,7 +165,7 @@ def gather_neighbours(x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """Per-atom features x (B, M, F) at the neighbour indices j (B, M, k): (B, M, k, F)."""
     b, m, k = j.shape
     flat = (j + torch.arange(b)[:, None, None] * m).reshape(-1)
-    return x.reshape(b * m, -1)[flat].reshape(b, m, k, -1)
+    return x.reshape(b * m, -1).index_select(0, flat).reshape(b, m, k, -1)
 
 
 class EdgeBlock(nn.Module):
