@@ -44,6 +44,7 @@ LATENT_PRIOR_FILE = "latent_prior.npz"  # mixture fitted to the training encodin
 DENOISER_FILE = "denoiser.pt"  # coordinate denoiser refining decoded crystals
 VOLUMES_FILE = "atomic_volumes.json"  # additive volumes that scale decoded cells
 REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
+DECODE_BATCH = 1024  # latent rows decoded at once: (rows, elements, counts) logits in float64
 SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened by the head
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 Prior = Literal["auto", "fitted", "gaussian"]
@@ -275,8 +276,11 @@ class Generator:
         zt = torch.as_tensor(np.asarray(z, dtype=np.float32))
         yt = (self.model.predict_conditions(zt) if y_std is None
               else torch.as_tensor(np.asarray(y_std, dtype=np.float32)))
-        out = self.model.decode(zt, yt)
-        structures = self._to_structures(out, elements, max_atoms, accept)
+        structures: list[Structure | None] = []
+        for start in range(0, len(zt), DECODE_BATCH):  # bounded memory for large n
+            rows = slice(start, start + DECODE_BATCH)
+            out = self.model.decode(zt[rows], yt[rows])
+            structures += self._to_structures(out, elements, max_atoms, accept)
         if self.volumes is not None:
             structures = self.volumes.rescale(structures)
         if self._denoises(denoise):
@@ -488,13 +492,15 @@ def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = N
     if n_species is None:
         n_species = np.rint(present.sum(1))
     n_species = np.clip(n_species, 1, logits.shape[1]).astype(int)
-    order = np.argsort(-present, axis=1)
-    nonzero = logits[..., 1:].argmax(-1) + 1  # (B, V)
+    order = np.argsort(-present, axis=1)[:, :n_species.max()]  # most probably present first
+    top = np.take_along_axis(logits, order[..., None], axis=1)[..., 1:]  # (B, k, M)
+    nonzero = top.argmax(-1) + 1  # the most probable non-zero count of each
+    allowed = np.isfinite(top).any(-1)
     counts = np.zeros(present.shape, dtype=np.int64)
     for i, k in enumerate(n_species):
-        chosen = order[i, :k]
-        chosen = chosen[np.isfinite(logits[i, chosen, 1:]).any(-1)]  # allowed elements only
-        counts[i, chosen] = nonzero[i, chosen]
+        keep = allowed[i, :k]  # allowed elements only
+        chosen = order[i, :k][keep]
+        counts[i, chosen] = nonzero[i, :k][keep]
         if max_total is not None and len(chosen) <= max_total:
             _cap_total(counts[i], logits[i], chosen, max_total)
         if accept is not None and counts[i].any() and not accept(_as_dict(counts[i], vocab)):

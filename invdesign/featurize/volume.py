@@ -64,9 +64,8 @@ class AtomicVolumes:
             if s is None or not math.isfinite(target):
                 out.append(s)
                 continue
-            scaled = s.copy()
-            scaled.scale_lattice(target)
-            out.append(scaled)
+            out.append(Structure(s.lattice.scale(target), s.species, s.frac_coords,
+                                 site_properties=s.site_properties))
         return out
 
     def save(self, path: str | Path) -> Path:

@@ -113,7 +113,11 @@ class LatentMixture:
         if self.n_conditions:
             mean = mean + np.einsum("ndc,nc->nd", gain[pick], y - my[pick])
         chol = np.linalg.cholesky(cov + 1e-9 * np.eye(d))
-        noise = np.einsum("nde,ne->nd", chol[pick], rng.standard_normal((n, d)))
+        normal = rng.standard_normal((n, d))
+        noise = np.empty_like(normal)
+        for k in np.unique(pick):  # per component, not an (n, D, D) stack of factors
+            rows = pick == k
+            noise[rows] = normal[rows] @ chol[k].T
         return (mean + temperature * noise).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
