@@ -25,6 +25,8 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from invdesign.runtime import keep_freed_memory
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generative inverse design of materials.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
@@ -92,6 +94,7 @@ def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
 
