@@ -32,6 +32,7 @@ from invdesign.evaluate.generation import generation_metrics
 from invdesign.generator import Generator, refine_structures
 from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
+from invdesign.runtime import keep_freed_memory
 from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import split_structures
 from invdesign.validity import ReferenceIndex, check_structures, validity_rates
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/denoiser"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the CLI does: timings comparable with `invdesign sample`
 
     generator = Generator.load(args.model)
     if generator.denoiser is None:

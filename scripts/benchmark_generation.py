@@ -44,6 +44,7 @@ from invdesign.evaluate import generation_metrics
 from invdesign.generator import SCREEN
 from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
+from invdesign.runtime import keep_freed_memory
 from invdesign.screening import relax_structures
 from invdesign.train.vae_pipeline import (
     evaluate_reconstruction,
@@ -345,6 +346,7 @@ def main() -> None:
                         help="only: N samples scored as decoded and after CHGNet relaxation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the CLI does: timings comparable with `invdesign sample`
     results = {}
     for name in args.models:
         results[name] = benchmark(name, args)
