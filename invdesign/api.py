@@ -188,12 +188,27 @@ class Designer:
                prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
                refine_passes: int | None = None, charge_balance: bool = True,
                n_jobs: int = 1, progress: StageProgress | None = None) -> Candidates:
-        """n crystals from p(x | conditions), each assessed (see `assess`); `prior`,
-        `screen`, `denoise`, `refine_passes` and `progress` as in `Generator.sample`
-        (`progress` also hears the check stages of `assess`). With
-        `charge_balance`, a decoded composition that fails SMACT's charge-balance rule is
-        replaced by the decoder's most probable one that passes (`charge_balanced`), where one
-        is among its top choices."""
+        """n crystals from p(x | conditions), each assessed: `draw`, then
+        `assess_samples` (`progress` hears the sampling and the check stages)."""
+        structures, requested = self.draw(n, conditions, seed=seed, temperature=temperature,
+                                          elements=elements, max_atoms=max_atoms, prior=prior,
+                                          screen=screen, denoise=denoise,
+                                          refine_passes=refine_passes,
+                                          charge_balance=charge_balance, progress=progress)
+        return self.assess_samples(structures, requested, n_jobs=n_jobs, progress=progress)
+
+    def draw(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
+             seed: int = 0, temperature: float = 1.0,
+             elements: Iterable[str] | None = None, max_atoms: int | None = None,
+             prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
+             refine_passes: int | None = None, charge_balance: bool = True,
+             progress: StageProgress | None = None
+             ) -> tuple[list[Structure | None], np.ndarray]:
+        """n crystals from p(x | conditions), not yet checked, and the conditions requested
+        for each (n, C) in physical units. `prior`, `screen`, `denoise`, `refine_passes` and
+        `progress` as in `Generator.sample`. With `charge_balance`, a decoded composition that
+        fails SMACT's charge-balance rule is replaced by the decoder's most probable one that
+        passes (`charge_balanced`), where one is among its top choices."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         structures, _, y = self.generator.sample(n, conditions, seed=seed,
@@ -204,8 +219,14 @@ class Designer:
                                                  progress=progress,
                                                  accept=charge_balanced if charge_balance
                                                  else None)
+        return structures, self.generator.to_physical(y)
+
+    def assess_samples(self, structures: Sequence[Structure | None], requested: np.ndarray,
+                       *, n_jobs: int = 1, progress: StageProgress | None = None
+                       ) -> Candidates:
+        """`assess` drawn samples (ids "sample-00000", ...) and add their requested
+        conditions (`requested_<name>` columns)."""
         cands = self.assess(structures, prefix="sample", n_jobs=n_jobs, progress=progress)
-        requested = self.generator.to_physical(y)
         for j, name in enumerate(self.generator.conditions):
             cands.table[f"requested_{name}"] = requested[:, j]
         return cands

@@ -322,7 +322,10 @@ def _parse_condition(text: str) -> tuple[str, float | tuple[float, float]]:
 
 @app.command()
 def sample(
-    out: Annotated[Path, typer.Option(help="Folder for candidates.csv and cifs/.")],
+    out: Annotated[Path, typer.Option(
+        help="Folder for candidates.csv and cifs/. The drawn samples wait in OUT/samples.npz "
+             "until their checks are done, so rerunning an interrupted command resumes "
+             "there.")],
     model: Annotated[str, typer.Option(help="VAE checkpoint folder or shipped name.")] =
         "vae-mp-binary",
     n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.")] = 100,
@@ -364,18 +367,41 @@ def sample(
              "else 0).")] = None,
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
-    from invdesign.api import Designer
+    from invdesign import __version__
+    from invdesign.api import ALIASES, Designer
+    from invdesign.design.saved_samples import (
+        SAMPLES_FILE,
+        checkpoint_fingerprint,
+        clear_samples,
+        load_samples,
+        save_samples,
+    )
     from invdesign.screening import relax_candidates
+    from invdesign.surrogate import resolve_checkpoint
 
     conditions = dict(_parse_condition(c) for c in condition or [])
     try:
         designer = Designer.load(model, surrogate=surrogate)
+        options = {"seed": seed, "temperature": temperature, "prior": prior, "screen": screen,
+                   "denoise": denoise, "refine_passes": refine_passes,
+                   "charge_balance": charge_balance}
+        key = {"model": str(model), "version": __version__, "n": n,
+               "checkpoint": checkpoint_fingerprint(resolve_checkpoint(ALIASES.get(model,
+                                                                                  model))),
+               "conditions": {k: list(v) if isinstance(v, tuple) else v
+                              for k, v in conditions.items()}, **options}
         with stage_progress() as report:
-            cands = designer.sample(n, conditions=conditions or None, seed=seed,
-                                    temperature=temperature, prior=prior, screen=screen,
-                                    denoise=denoise, refine_passes=refine_passes,
-                                    charge_balance=charge_balance, n_jobs=jobs,
-                                    progress=report)
+            saved = load_samples(out, key)
+            if saved is None:
+                structures, requested = designer.draw(n, conditions=conditions or None,
+                                                      progress=report, **options)
+                save_samples(out, key, structures, requested)
+            else:
+                structures, requested = saved
+                console.print(f"resuming: the {n} samples an interrupted run saved in "
+                              f"{out / SAMPLES_FILE}")
+            cands = designer.assess_samples(structures, requested, n_jobs=jobs,
+                                            progress=report)
         if relax:
             if pressure is None:
                 pressure = designer.generator.data_pressure
@@ -389,6 +415,7 @@ def sample(
     else:
         out.mkdir(parents=True, exist_ok=True)
         cands.to_csv(out / "candidates.csv")
+    clear_samples(out)  # the results hold them now
     _print_summary(cands.table, out)
 
 

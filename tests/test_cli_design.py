@@ -238,3 +238,35 @@ def _chgnet_calibration():
     from invdesign.surrogate import checkpoints_dir
 
     return checkpoints_dir() / "oracle-calibration" / "chgnet.json"
+
+
+def test_sample_resumes_after_an_interrupted_check(models, tmp_path, monkeypatch):
+    """The drawn samples are saved before the checks: a run that dies in them leaves
+    samples.npz, the same command resumes from it (same table as an uninterrupted run), a
+    finished run removes it, and other arguments draw afresh."""
+    from invdesign.api import Designer
+
+    _, vae, _ = models
+    args = ("sample", "--model", vae, "-n", "6", "--seed", "3", "--no-files")
+    reference = invoke(*args, "--out", tmp_path / "whole")
+    assert reference.exit_code == 0, reference.output
+    assert not (tmp_path / "whole" / "samples.npz").exists()
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("interrupted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Designer, "assess_samples", crash)
+        failed = invoke(*args, "--out", tmp_path / "resumed")
+    assert failed.exit_code != 0 and (tmp_path / "resumed" / "samples.npz").is_file()
+    monkeypatch.setattr(Designer, "draw", crash)  # a resumed run must not draw again
+    resumed = invoke(*args, "--out", tmp_path / "resumed")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming" in resumed.output
+    assert not (tmp_path / "resumed" / "samples.npz").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed" / "candidates.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "candidates.csv"))
+    (tmp_path / "resumed" / "samples.npz").write_bytes(b"")  # stale files of another run
+    other = invoke("sample", "--model", vae, "-n", "6", "--seed", "4", "--no-files",
+                   "--out", tmp_path / "resumed")
+    assert other.exit_code != 0 and "interrupted" in str(other.exception)  # drew afresh
