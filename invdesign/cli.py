@@ -400,8 +400,13 @@ def sample(
                 structures, requested = saved
                 console.print(f"resuming: the {n} samples an interrupted run saved in "
                               f"{out / SAMPLES_FILE}")
-            cands = designer.assess_samples(structures, requested, n_jobs=jobs,
-                                            progress=report)
+            try:
+                cands = designer.assess_samples(structures, requested, n_jobs=jobs,
+                                                progress=report)
+            except KeyboardInterrupt:
+                console.print(f"interrupted: the samples are saved in {out / SAMPLES_FILE}; "
+                              "the same command resumes from them")
+                raise typer.Exit(130) from None
         if relax:
             if pressure is None:
                 pressure = designer.generator.data_pressure

@@ -259,6 +259,13 @@ def test_sample_resumes_after_an_interrupted_check(models, tmp_path, monkeypatch
         patch.setattr(Designer, "assess_samples", crash)
         failed = invoke(*args, "--out", tmp_path / "resumed")
     assert failed.exit_code != 0 and (tmp_path / "resumed" / "samples.npz").is_file()
+    def ctrl_c(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Designer, "assess_samples", ctrl_c)
+        stopped = invoke(*args, "--out", tmp_path / "resumed")
+    assert stopped.exit_code == 130 and "thesamecommandresumes" in squeezed(stopped.output)
     monkeypatch.setattr(Designer, "draw", crash)  # a resumed run must not draw again
     resumed = invoke(*args, "--out", tmp_path / "resumed")
     assert resumed.exit_code == 0, resumed.output
