@@ -259,6 +259,14 @@ def test_sample_resumes_after_an_interrupted_check(models, tmp_path, monkeypatch
         patch.setattr(Designer, "assess_samples", crash)
         failed = invoke(*args, "--out", tmp_path / "resumed")
     assert failed.exit_code != 0 and (tmp_path / "resumed" / "samples.npz").is_file()
+    checked = invoke("validate", "--data", tmp_path / "resumed" / "samples.npz", "--reference",
+                     vae / "reference.npz", "--out", tmp_path / "flags.csv")
+    assert checked.exit_code == 0, checked.output  # every command reads the saved samples
+    flags = pd.read_csv(tmp_path / "flags.csv")  # rows the loader rejects keep their label
+    ids = flags["id"].str.extract(r"(sample-\d{5})", expand=False)
+    whole = pd.read_csv(tmp_path / "whole" / "candidates.csv").set_index("id")
+    assert ids.notna().all() and len(flags) == whole["decoded"].sum()
+    assert (flags["valid"].to_numpy() == whole.loc[ids, "valid"].to_numpy()).all()
     def ctrl_c(*_args, **_kwargs):
         raise KeyboardInterrupt
 

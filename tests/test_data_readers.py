@@ -304,3 +304,20 @@ def test_elements_beyond_the_property_tables_are_skipped_with_a_reason(tmp_path,
     assert ds.ids == ["nacl"]
     assert ds.summary.reasons == {"unsupported element": 1}
     assert "Og (Z = 118 > 100)" in str(ds.summary.skipped)
+
+
+def test_structure_archive_reads_with_ids_and_skips_bad_entries(tmp_path: Path, nacl, cu) -> None:
+    """invdesign's .npz archive (checkpoint references, sample's samples.npz) loads like any
+    other file: stored ids, exact coordinates, a too-close pair skipped by name."""
+    from invdesign.data.archive import write_structures
+
+    crowded = Structure(Lattice.cubic(4.0), ["Cu", "Cu"], [[0, 0, 0], [0.01, 0, 0]])
+    path = write_structures(tmp_path / "samples.npz", [nacl, crowded, cu],
+                            ids=["sample-00000", "sample-00001", "sample-00002"])
+    data = load_dataset(path)
+    assert data.ids == ["sample-00000", "sample-00002"]
+    np.testing.assert_array_equal(data.structures[1].frac_coords, cu.frac_coords)
+    assert data.summary.skipped[0][0].startswith("samples.npz entry 1 (id=sample-00001)")
+    (tmp_path / "broken.npz").write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match=r"broken\.npz: cannot read as an invdesign structure"):
+        load_dataset(tmp_path / "broken.npz")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from invdesign.data.archive import read_structures
 from invdesign.data.parsing import (
     RowError,
     numeric_fields,
@@ -149,3 +150,16 @@ def _frame_fields(atoms: Any) -> dict[str, object]:
         if np.ndim(value) == 0:
             fields.setdefault(key, float(value))
     return fields
+
+
+def read_archive(path: Path, collector: RecordCollector, *, id_field: str | None) -> None:
+    """Read invdesign's structure archive (`.npz`: a checkpoint's reference.npz, the
+    samples.npz of `invdesign sample`); ids as stored, else the entry's index."""
+    del id_field  # the archive stores its own ids
+    try:
+        structures, ids = read_structures(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: cannot read as an invdesign structure archive "
+                         f"({exc})") from exc
+    for i, structure in enumerate(structures):
+        collector.add(f"{path.name} entry {i}", ids[i] if ids else str(i), structure, {}, [])

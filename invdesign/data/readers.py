@@ -8,7 +8,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from invdesign.data.dataset import CrystalDataset
-from invdesign.data.files import read_ase_db, read_extxyz, read_folder, read_structure_file
+from invdesign.data.files import (
+    read_archive,
+    read_ase_db,
+    read_extxyz,
+    read_folder,
+    read_structure_file,
+)
 from invdesign.data.tables import read_cdvae_csv, read_json
 from invdesign.data.validate import RecordCollector
 
@@ -22,6 +28,7 @@ SUPPORTED_FORMATS = (
     "CIF (.cif)",
     "VASP POSCAR/CONTCAR (POSCAR*, CONTCAR*, *.vasp)",
     "a folder of CIF/POSCAR files with an optional properties.csv",
+    "invdesign structure archive (.npz: a checkpoint's reference.npz, samples.npz)",
 )
 
 _Reader = Callable[..., None]
@@ -42,6 +49,8 @@ def _reader_for(path: Path) -> _Reader:
         return read_ase_db
     if name.endswith((".extxyz", ".xyz")):
         return read_extxyz
+    if name.endswith(".npz"):
+        return read_archive
     if name.endswith((".cif", ".vasp")) or name.startswith(("poscar", "contcar")):
         return _read_single
     raise ValueError(f"{path}: unknown file format. {_supported()}")

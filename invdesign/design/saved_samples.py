@@ -3,7 +3,9 @@
 Sampling (decoding and denoising) can take minutes; the checks that follow can take as long.
 `save_samples` writes the drawn crystals losslessly (`invdesign.data.archive`) with the
 arguments that determined them; `load_samples` returns them only for identical arguments and an
-unchanged checkpoint, so a rerun of the same command skips straight to the checks.
+unchanged checkpoint, so a rerun of the same command skips straight to the checks. The archive
+keeps the samples' ids, and `load_dataset` reads it, so `invdesign validate`, `verify` and
+`evaluate generation` take it too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from invdesign.data.archive import read_structures, write_structures
 
 SAMPLES_FILE = "samples.npz"
 META_FILE = "samples.json"
+
+
+def sample_id(index: int) -> str:
+    """The id `Designer.assess_samples` gives sample `index` ("sample-00042")."""
+    return f"sample-{index:05d}"
 
 
 def checkpoint_fingerprint(folder: str | Path) -> str:
@@ -41,7 +48,7 @@ def save_samples(folder: str | Path, key: Mapping[str, Any],
     folder.mkdir(parents=True, exist_ok=True)
     decoded = [i for i, s in enumerate(structures) if s is not None]
     tmp = folder / f".{SAMPLES_FILE}"
-    write_structures(tmp, [structures[i] for i in decoded], ids=[str(i) for i in decoded])
+    write_structures(tmp, [structures[i] for i in decoded], ids=[sample_id(i) for i in decoded])
     tmp.replace(folder / SAMPLES_FILE)
     meta = {"key": dict(key), "n": len(structures),
             "requested": np.asarray(requested, dtype=float).tolist()}
@@ -59,11 +66,11 @@ def load_samples(folder: str | Path, key: Mapping[str, Any]
         if meta.get("key") != json.loads(json.dumps(dict(key))):
             return None
         stored, ids = read_structures(folder / SAMPLES_FILE)
-    except (OSError, ValueError, KeyError):
+        structures: list[Structure | None] = [None] * int(meta["n"])
+        for name, s in zip(ids, stored, strict=True):
+            structures[int(name.rsplit("-", 1)[1])] = s
+    except (OSError, ValueError, KeyError, IndexError):
         return None
-    structures: list[Structure | None] = [None] * int(meta["n"])
-    for i, s in zip(ids, stored, strict=True):
-        structures[int(i)] = s
     requested = np.asarray(meta["requested"], dtype=float).reshape(len(structures), -1)
     return structures, requested
 
