@@ -21,7 +21,7 @@ import torch
 from pymatgen.core import Composition, Element, Structure
 
 from invdesign.data.archive import read_structures
-from invdesign.design.candidates import Candidates
+from invdesign.design.candidates import SAMPLE_PREFIX, Candidates, candidate_id
 from invdesign.design.latent import cma_es, gradient_ascent, soft_geometry, trust_radius
 from invdesign.design.scoring import ScoreMode, Scorer, pareto_rank
 from invdesign.featurize.domain import MIN_FORMULAS, ApplicabilityDomain, CompositionDomain
@@ -127,7 +127,7 @@ class Designer:
         (`n_jobs` processes for the checks of large batches; `progress` hears the check
         stages "validity", "uniqueness" and "novelty", as in `check_structures`)."""
         decoded = np.array([s is not None for s in structures], dtype=bool)
-        table = pd.DataFrame({"id": [f"{prefix}-{i:05d}" for i in range(len(structures))]})
+        table = pd.DataFrame({"id": [candidate_id(prefix, i) for i in range(len(structures))]})
         table["decoded"] = decoded
         flags = check_structures([s for s in structures if s is not None],
                                  reference=self.reference, n_jobs=n_jobs, progress=progress)
@@ -226,7 +226,8 @@ class Designer:
                        ) -> Candidates:
         """`assess` drawn samples (ids "sample-00000", ...) and add their requested
         conditions (`requested_<name>` columns)."""
-        cands = self.assess(structures, prefix="sample", n_jobs=n_jobs, progress=progress)
+        cands = self.assess(structures, prefix=SAMPLE_PREFIX, n_jobs=n_jobs,
+                            progress=progress)
         for j, name in enumerate(self.generator.conditions):
             cands.table[f"requested_{name}"] = requested[:, j]
         return cands

@@ -22,6 +22,19 @@ FileFormat = Literal["cif", "extxyz", "json"]
 _SUFFIX = {"cif": ".cif", "extxyz": ".extxyz", "json": ".json"}
 
 
+SAMPLE_PREFIX = "sample"  # ids of sampled candidates: sample-00000, sample-00001, ...
+
+
+def candidate_id(prefix: str, index: int) -> str:
+    """The id of candidate `index` in a batch ("sample-00042"); `index_from_id` inverts it."""
+    return f"{prefix}-{index:05d}"
+
+
+def index_from_id(candidate: str) -> int:
+    """The batch index in a `candidate_id`."""
+    return int(candidate.rsplit("-", 1)[1])
+
+
 @dataclass
 class Candidate:
     """One candidate: its structure (None if decoding failed) and its table row."""

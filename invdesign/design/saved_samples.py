@@ -20,14 +20,10 @@ import numpy as np
 from pymatgen.core import Structure
 
 from invdesign.data.archive import read_structures, write_structures
+from invdesign.design.candidates import SAMPLE_PREFIX, candidate_id, index_from_id
 
 SAMPLES_FILE = "samples.npz"
 META_FILE = "samples.json"
-
-
-def sample_id(index: int) -> str:
-    """The id `Designer.assess_samples` gives sample `index` ("sample-00042")."""
-    return f"sample-{index:05d}"
 
 
 def checkpoint_fingerprint(folder: str | Path) -> str:
@@ -48,7 +44,8 @@ def save_samples(folder: str | Path, key: Mapping[str, Any],
     folder.mkdir(parents=True, exist_ok=True)
     decoded = [i for i, s in enumerate(structures) if s is not None]
     tmp = folder / f".{SAMPLES_FILE}"
-    write_structures(tmp, [structures[i] for i in decoded], ids=[sample_id(i) for i in decoded])
+    write_structures(tmp, [structures[i] for i in decoded],
+                     ids=[candidate_id(SAMPLE_PREFIX, i) for i in decoded])
     tmp.replace(folder / SAMPLES_FILE)
     meta = {"key": dict(key), "n": len(structures),
             "requested": np.asarray(requested, dtype=float).tolist()}
@@ -68,7 +65,7 @@ def load_samples(folder: str | Path, key: Mapping[str, Any]
         stored, ids = read_structures(folder / SAMPLES_FILE)
         structures: list[Structure | None] = [None] * int(meta["n"])
         for name, s in zip(ids, stored, strict=True):
-            structures[int(name.rsplit("-", 1)[1])] = s
+            structures[index_from_id(name)] = s
     except (OSError, ValueError, KeyError, IndexError):
         return None
     requested = np.asarray(meta["requested"], dtype=float).reshape(len(structures), -1)
