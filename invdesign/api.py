@@ -68,8 +68,10 @@ class Designer:
 
     def __init__(self, generator: Generator, surrogate: Surrogate | None = None,
                  reference: Sequence[Structure] | None = None,
-                 reference_properties: pd.DataFrame | None = None):
+                 reference_properties: pd.DataFrame | None = None,
+                 checkpoint: Path | None = None):
         self.generator = generator
+        self.checkpoint = checkpoint  # the generator's folder, when loaded from one
         self.reference_properties = reference_properties
         self.surrogate = surrogate
         self._reference_structures = reference
@@ -100,7 +102,7 @@ class Designer:
                      if (folder / REFERENCE_FILE).is_file() else None)
         labels = (read_labels(folder / REFERENCE_PROPERTIES_FILE)
                   if (folder / REFERENCE_PROPERTIES_FILE).is_file() else None)
-        return cls(generator, scorer, reference, labels)
+        return cls(generator, scorer, reference, labels, checkpoint=folder)
 
     @property
     def domain(self) -> CompositionDomain | None:

@@ -368,7 +368,7 @@ def sample(
 ) -> None:
     """Sample crystals (optionally conditioned); validity, uniqueness, novelty per candidate."""
     from invdesign import __version__
-    from invdesign.api import ALIASES, Designer
+    from invdesign.api import Designer
     from invdesign.design.saved_samples import (
         SAMPLES_FILE,
         checkpoint_fingerprint,
@@ -377,7 +377,6 @@ def sample(
         save_samples,
     )
     from invdesign.screening import relax_candidates
-    from invdesign.surrogate import resolve_checkpoint
 
     conditions = dict(_parse_condition(c) for c in condition or [])
     try:
@@ -386,8 +385,7 @@ def sample(
                    "denoise": denoise, "refine_passes": refine_passes,
                    "charge_balance": charge_balance}
         key = {"model": str(model), "version": __version__, "n": n,
-               "checkpoint": checkpoint_fingerprint(resolve_checkpoint(ALIASES.get(model,
-                                                                                  model))),
+               "checkpoint": checkpoint_fingerprint(designer.checkpoint),
                "conditions": {k: list(v) if isinstance(v, tuple) else v
                               for k, v in conditions.items()}, **options}
         with stage_progress() as report:
