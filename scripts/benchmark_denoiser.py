@@ -1,16 +1,16 @@
 """Choose a VAE checkpoint's denoising schedule on its validation split, report it on the test
 split.
 
-For each schedule (start noise level, number of steps, fresh noise or not, deterministic or
-ancestral steps, cell refined or kept where the denoiser learnt cell strains, passes down the
-noise ladder; with `--start random` the decoded positions are replaced by uniform random ones
-in the decoded cell, DiffCSP-style) the same prior samples are refined and scored like
-`benchmark_generation.py` scores samples (validity, uniqueness, novelty against the training
-split, CDVAE COV and EMD) against the checkpoint's *validation* crystals; the schedule with the
-best mean of COV-R and COV-P there (ties: validity) is then scored once against the *test*
-crystals, beside the one-shot decoder. With `--within P`, the fastest schedule whose mean COV
-lies within P points of the best is chosen instead. `--apply` stores the chosen schedule in
-the checkpoint.
+For each schedule (start noise level, number of steps, fresh noise or not, deterministic
+(Euler or second-order multistep) or ancestral steps, cell refined or kept where the denoiser
+learnt cell strains, passes down the noise ladder; with `--start random` the decoded positions
+are replaced by uniform random ones in the decoded cell, DiffCSP-style) the same prior samples
+are refined and scored like `benchmark_generation.py` scores samples (validity, uniqueness,
+novelty against the training split, CDVAE COV and EMD) against the checkpoint's *validation*
+crystals; the schedule with the best mean of COV-R and COV-P there (ties: validity) is then
+scored once against the *test* crystals, beside the one-shot decoder. With `--within P`, the
+fastest schedule whose mean COV lies within P points of the best is chosen instead. `--apply`
+stores the chosen schedule in the checkpoint.
 
     python scripts/benchmark_denoiser.py --model vae-carbon24 --dataset carbon_24 --apply
 """
@@ -30,6 +30,7 @@ import torch
 from invdesign.evaluate.fingerprints import fingerprint_structures
 from invdesign.evaluate.generation import generation_metrics
 from invdesign.generator import Generator, refine_structures
+from invdesign.models.denoiser import SOLVERS
 from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
 from invdesign.runtime import keep_freed_memory
@@ -37,7 +38,7 @@ from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import split_structures
 from invdesign.validity import ReferenceIndex, check_structures, validity_rates
 
-SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell", "passes")
+SCHEDULE = ("sigma_start", "steps", "noise", "start", "stochastic", "cell", "passes", "solver")
 CHECKS = ("valid", "unique", "novel")
 KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density")
 
@@ -77,6 +78,8 @@ def main() -> None:
     parser.add_argument("--noise", choices=["yes", "no", "both"], default="both")
     parser.add_argument("--start", choices=["decoded", "random"], default="decoded")
     parser.add_argument("--stochastic", choices=["yes", "no", "both"], default="no")
+    parser.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=["euler"],
+                        help="deterministic step rules: Euler, second-order multistep or both")
     parser.add_argument("--cell", choices=["yes", "no", "both"], default="yes",
                         help="refine the cell (denoisers trained with --lattice-noise only)")
     parser.add_argument("--passes", type=int, nargs="+", default=[1],
@@ -108,10 +111,11 @@ def main() -> None:
     noises = [False] if args.start == "random" else flags[args.noise]
     cells = flags[args.cell] if generator.denoiser.config.lattice_noise else [False]
     schedules = [{"sigma_start": sigma, "steps": steps, "noise": noise, "start": args.start,
-                  "stochastic": stochastic, "cell": cell, "passes": passes}
-                 for sigma, steps, noise, stochastic, cell, passes in itertools.product(
+                  "stochastic": stochastic, "cell": cell, "passes": passes, "solver": solver}
+                 for sigma, steps, noise, stochastic, cell, passes, solver in itertools.product(
                      args.sigmas, args.steps, noises, flags[args.stochastic], cells,
-                     args.passes)]
+                     args.passes, args.solvers)
+                 if not (stochastic and solver != "euler")]  # multistep: deterministic only
     rows, refined_sets = [], []
     for schedule in schedules:
         start = time.perf_counter()
@@ -160,7 +164,8 @@ def main() -> None:
                                             refine_start=best["start"],
                                             refine_stochastic=best["stochastic"],
                                             refine_cell=best["cell"],
-                                            refine_passes=best["passes"])
+                                            refine_passes=best["passes"],
+                                            refine_solver=best["solver"])
         card = generator.meta.setdefault("denoiser", {})
         card["config"] = generator.denoiser.config.to_dict()
         card["schedule"] = {

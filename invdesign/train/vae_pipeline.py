@@ -309,6 +309,7 @@ def train_checkpoint_denoiser(generator: Generator, data: str | Path | None = No
         config = replace(init.config, refine_sigma=config.refine_sigma,
                          refine_steps=config.refine_steps, refine_noise=config.refine_noise,
                          refine_start=config.refine_start, refine_passes=config.refine_passes,
+                         refine_solver=config.refine_solver,
                          n_angular=max(config.n_angular, init.config.n_angular),
                          lattice_noise=config.lattice_noise or init.config.lattice_noise)
     previous = generator.meta.get("denoiser") if resume else None
