@@ -32,8 +32,8 @@ from invdesign.generator import (
     Condition,
     Generator,
     Prior,
-    StageProgress,
 )
+from invdesign.progress import StageProgress
 from invdesign.properties import derive_all
 from invdesign.surrogate import G_NAME, K_NAME, Surrogate, resolve_checkpoint
 from invdesign.validity import (

@@ -34,6 +34,7 @@ from invdesign.models.denoiser import Denoiser, PaddedCrystals
 from invdesign.models.latent_prior import LatentMixture
 from invdesign.models.reconstruction import refine_latent
 from invdesign.models.vae import CrystalVAE, DecoderOutput, VAEConfig
+from invdesign.progress import StageProgress
 from invdesign.properties import canonical_name, is_known
 from invdesign.surrogate import resolve_checkpoint, to_model_space, to_physical
 
@@ -49,7 +50,6 @@ SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened 
 Condition = float | tuple[float, float]  # a target value or a (lo, hi) range, physical units
 Prior = Literal["auto", "fitted", "gaussian"]
 CompositionCheck = Callable[[Mapping[int, int]], bool]  # {atomic number: count} -> acceptable
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total), e.g. ("denoising", 40, 100)
 
 
 def _same_property(a: str, b: str) -> bool:

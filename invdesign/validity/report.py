@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
+from invdesign.progress import StageProgress
 from invdesign.validity.composition import OxidationStateSet, composition_validity
 from invdesign.validity.geometry import (
     MAX_VOLUME_PER_ATOM,
@@ -111,9 +112,6 @@ def _check_one(item: Any,
 def _check_chunk(items: list[Any], *, config: ValidityConfig
                  ) -> list[tuple[dict[str, Any], PreparedStructure | None]]:
     return [_check_one(item, config) for item in items]
-
-
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def _stage(progress: StageProgress | None, name: str) -> Progress | None:
