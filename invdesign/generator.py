@@ -8,7 +8,7 @@ converted to the model's space here.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -447,8 +447,7 @@ def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None]
     done, total = 0, sum(s is not None for s in structures)
     if on_batch is not None:
         on_batch(0, total)
-    for idx in size_batches(structures, batch_atoms):
-        batch = PaddedCrystals.from_arrays(*padded_positions([structures[i] for i in idx]))
+    for idx, batch in padded_batches(structures, batch_atoms):
         refined = denoiser.refine(batch, generator=gen, **options)
         for i, s in zip(idx, structures_from_padded(refined.lattice.double().numpy(),
                                                     refined.frac_coords(),
@@ -460,22 +459,22 @@ def refine_structures(denoiser: Denoiser, structures: Sequence[Structure | None]
     return out
 
 
-def size_batches(structures: Sequence[Structure | None], batch_atoms: int = REFINE_BATCH_ATOMS
-                 ) -> list[list[int]]:
-    """Indices of the structures (None skipped) in batches of similar size, smallest first,
-    each of at most `batch_atoms` padded atom slots (or one structure)."""
+def padded_batches(structures: Sequence[Structure | None], batch_atoms: int = REFINE_BATCH_ATOMS
+                   ) -> Iterator[tuple[list[int], PaddedCrystals]]:
+    """The structures (None skipped) as padded batches of similar size, smallest first, each
+    of at most `batch_atoms` padded atom slots (or one structure), with their indices."""
     present = sorted((i for i, s in enumerate(structures) if s is not None),
                      key=lambda i: len(structures[i]))
-    out, start = [], 0
+    start = 0
     while start < len(present):
         # sorted by size, so the last structure of a batch sets its padded width
         stop = start + 1
         while (stop < len(present)
                and (stop + 1 - start) * len(structures[present[stop]]) <= batch_atoms):
             stop += 1
-        out.append(present[start:stop])
+        idx = present[start:stop]
+        yield idx, PaddedCrystals.from_arrays(*padded_positions([structures[i] for i in idx]))
         start = stop
-    return out
 
 
 def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = None,

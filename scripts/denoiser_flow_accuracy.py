@@ -20,16 +20,9 @@ import numpy as np
 import torch
 
 from invdesign.api import charge_balanced
-from invdesign.featurize.frames import padded_positions
-from invdesign.generator import Generator, size_batches
+from invdesign.generator import Generator, padded_batches
 from invdesign.models.denoiser import SOLVERS, PaddedCrystals
 from invdesign.runtime import keep_freed_memory
-
-
-def batches(structures) -> list[PaddedCrystals]:
-    """Padded batches of the structures, as sampling refines them."""
-    return [PaddedCrystals.from_arrays(*padded_positions([structures[i] for i in idx]))
-            for idx in size_batches(structures)]
 
 
 def distances(got: PaddedCrystals, reference: PaddedCrystals) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +54,7 @@ def main() -> None:
         raise SystemExit(f"{args.model} has no denoiser")
     denoiser = generator.denoiser
     samples, _, _ = generator.sample(args.n, seed=0, denoise=False, accept=charge_balanced)
-    work = batches(samples)
+    work = [batch for _, batch in padded_batches(samples)]  # as sampling refines them
     reference = [denoiser.refine(b, steps=args.reference_steps, solver="euler") for b in work]
     cell = denoiser.config.refine_cell and denoiser.config.lattice_noise > 0
     for schedule in args.schedules:
