@@ -56,7 +56,6 @@ def main() -> None:
     samples, _, _ = generator.sample(args.n, seed=0, denoise=False, accept=charge_balanced)
     work = [batch for _, batch in padded_batches(samples)]  # as sampling refines them
     reference = [denoiser.refine(b, steps=args.reference_steps, solver="euler") for b in work]
-    cell = denoiser.config.refine_cell and denoiser.config.lattice_noise > 0
     for schedule in args.schedules:
         solver, steps = schedule.split(":")
         if solver not in SOLVERS:
@@ -72,7 +71,7 @@ def main() -> None:
                "rms_median": round(float(np.median(rms)), 4),
                "rms_p90": round(float(np.percentile(rms, 90)), 4),
                "rms_max": round(float(rms.max()), 3)}
-        if cell:
+        if denoiser.config.refines_cell:
             row.update(cell_median=round(float(np.median(cells)), 4),
                        cell_p90=round(float(np.percentile(cells, 90)), 4))
         print(json.dumps(row), flush=True)

@@ -75,6 +75,11 @@ class DenoiserConfig:
             raise ValueError(f"refine_solver must be one of {SOLVERS}, "
                              f"got {self.refine_solver!r}")
 
+    @property
+    def refines_cell(self) -> bool:
+        """Whether refinement moves the cell by default (asked for, and a cell head learnt)."""
+        return self.refine_cell and self.lattice_noise > 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -302,7 +307,7 @@ class Denoiser(nn.Module):
         noise = c.refine_noise if noise is None else noise
         start = c.refine_start if start is None else start
         stochastic = c.refine_stochastic if stochastic is None else stochastic
-        cell = (c.refine_cell and c.lattice_noise > 0) if cell is None else cell
+        cell = c.refines_cell if cell is None else cell
         passes = c.refine_passes if passes is None else passes
         solver = c.refine_solver if solver is None else solver
         if solver not in SOLVERS:
