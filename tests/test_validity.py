@@ -421,31 +421,47 @@ def test_checks_report_progress_per_stage(nacl, monkeypatch, n_jobs):
         assert len(heard["uniqueness"]) == len(batch) + 1  # the start, then every structure
 
 
-def _ticking_worker(count: int) -> int:
+def _ticking_worker(shared: list[int], index: int, stage: int) -> int:
     import time
 
     from invdesign.validity.parallel import tick
 
+    count = shared[index]
     for _ in range(count):
-        tick()
+        tick(1, stage)
         time.sleep(0.06)  # longer than TICK_INTERVAL / 2: at least every other tick is sent
     time.sleep(0.3)  # the ticks reach the parent before the result does
     return count
 
 
-def test_worker_processes_report_progress():
-    from invdesign.validity.parallel import gather, process_pool, progress_queue
+def test_worker_processes_report_progress_per_stage():
+    from invdesign.validity.parallel import gather, progress_queue, worker_pool
 
-    heard: list[tuple[int, int]] = []
+    heard: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
     ticks = progress_queue()
-    with process_pool(2, ticks) as pool:
-        futures = [pool.submit(_ticking_worker, count) for count in (3, 4)]
-        results = gather(futures, ticks, lambda done, total: heard.append((done, total)),
-                         done=2, total=9)
+    with worker_pool(2, shared=[3, 4], ticks=ticks) as submit:
+        futures = [submit(_ticking_worker, 0, 0), submit(_ticking_worker, 1, 1)]
+        results = gather(futures, ticks,
+                         [(lambda done, total: heard[0].append((done, total)), 2, 5),
+                          (lambda done, total: heard[1].append((done, total)), 1, 5)])
     assert results == [3, 4]
-    assert heard[-1] == (9, 9)
-    done = [d for d, _ in heard]
-    assert done == sorted(done) and len(done) >= 4  # both workers were heard while running
+    for stage in (0, 1):
+        assert heard[stage][-1] == (5, 5)
+        done = [d for d, _ in heard[stage]]
+        assert done == sorted(done) and len(done) >= 3  # heard while the worker ran
+
+
+def _call_first(shared: list, _: int) -> int:
+    return shared[0]()
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="workers inherit the shared object only where processes fork")
+def test_forked_workers_inherit_the_shared_object_unpickled():
+    from invdesign.validity.parallel import worker_pool
+
+    with worker_pool(2, shared=[lambda: 7]) as submit:  # a lambda cannot be pickled
+        assert [submit(_call_first, i).result() for i in range(3)] == [7, 7, 7]
 
 
 def test_typical_bond_ratio_is_the_mp_binary_median(shared_data):

@@ -1,21 +1,31 @@
-"""Worker processes for batch checks of many structures, with progress from inside them."""
+"""Worker processes for batch checks of many structures, with progress from inside them.
+
+Where the platform forks, the workers inherit the batch (`worker_pool`'s `shared`) from the
+parent instead of receiving it pickled: pickling 10,000 pymatgen structures there and back
+costs several seconds of the parent's time, more than many of the checks themselves.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (done, total)
+Stage = tuple[Progress | None, int, int]  # (callback, done before the workers start, total)
+Submit = Callable[..., Future]
 
 TICK_INTERVAL = 0.1  # s; a worker sends its ticks at most this often
-_ticks: Any = None  # in a worker: the queue its `tick`s go to (set by `process_pool`)
-_pending = 0  # ticks not sent yet
+_ticks: Any = None  # in a worker: the queue its `tick`s go to (set by `worker_pool`)
+_pending: dict[int, int] = {}  # stage -> ticks not sent yet
 _last_sent = 0.0
+_shared: Any = None  # the `shared` object of the innermost open `worker_pool`; forked workers
+# inherit it
 
 
 def _set_ticks(ticks: Any) -> None:
@@ -25,17 +35,18 @@ def _set_ticks(ticks: Any) -> None:
         ticks.cancel_join_thread()  # progress is disposable: never hold up a worker's exit
 
 
-def tick(count: int = 1) -> None:
-    """In a worker process: `count` more items done, sent to `gather` at most every
-    `TICK_INTERVAL` seconds; outside a worker with a queue, nothing."""
-    global _pending, _last_sent
+def tick(count: int = 1, stage: int = 0) -> None:
+    """In a worker process: `count` more items of `stage` (an index into `gather`'s stages)
+    done, sent at most every `TICK_INTERVAL` seconds; outside a worker with a queue, nothing."""
+    global _last_sent
     if _ticks is None:
         return
-    _pending += count
+    _pending[stage] = _pending.get(stage, 0) + count
     now = time.monotonic()
     if now - _last_sent >= TICK_INTERVAL:
-        _ticks.put(_pending)
-        _pending, _last_sent = 0, now
+        _ticks.put(dict(_pending))
+        _pending.clear()
+        _last_sent = now
 
 
 def _context() -> Any:
@@ -43,33 +54,63 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def process_pool(n_jobs: int, ticks: Any = None) -> ProcessPoolExecutor:
-    """Worker processes (forked where the platform allows: no re-imports); with `ticks`, a
-    queue from `progress_queue`, the workers' `tick` calls go to it."""
-    return ProcessPoolExecutor(n_jobs, mp_context=_context(), initializer=_set_ticks,
-                               initargs=(ticks,))
-
-
 def progress_queue() -> Any:
-    """A queue worker processes can `tick` into (pass it to `process_pool`)."""
+    """A queue worker processes can `tick` into (pass it to `worker_pool`)."""
     return _context().Queue()
 
 
-def gather(futures: Iterable[Future], ticks: Any, progress: Progress | None, done: int,
-           total: int) -> list[Any]:
-    """The futures' results in order, reporting `progress(done, total)` as workers tick
-    (`ticks` None: only when all are done)."""
+def _with_shared(function: Callable[..., T], *args: Any) -> T:
+    return function(_shared, *args)
+
+
+@contextmanager
+def worker_pool(n_jobs: int, shared: Any = None, ticks: Any = None) -> Iterator[Submit]:
+    """`n_jobs` worker processes, as a ``submit(function, *args)`` that runs
+    ``function(shared, *args)`` in one of them and returns its future.
+
+    Forked workers inherit `shared` (nothing is pickled); spawned ones receive it pickled with
+    every task, so keep `args` small (indices into `shared`). With `ticks`, a queue from
+    `progress_queue`, the workers' `tick` calls go to it. `function` must be a module-level
+    function (it is pickled).
+    """
+    global _shared
+    context = _context()
+    previous, _shared = _shared, shared  # set before the first submit forks the workers
+    try:
+        with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_set_ticks,
+                                 initargs=(ticks,)) as pool:
+            if context.get_start_method() == "fork":
+                yield lambda function, *args: pool.submit(_with_shared, function, *args)
+            else:
+                yield lambda function, *args: pool.submit(function, shared, *args)
+    finally:
+        _shared = previous
+
+
+def gather(futures: Iterable[Future], ticks: Any, stages: Sequence[Stage]) -> list[Any]:
+    """The futures' results in order, reporting each stage's ``progress(done, total)`` as the
+    workers tick it (`ticks` None: only when all are done)."""
     futures = list(futures)
+    done = [count for _, count, _ in stages]
     while ticks is not None and not all(f.done() for f in futures):
         try:
-            done += ticks.get(timeout=0.2)
+            counts = ticks.get(timeout=0.2)
         except queue.Empty:
             continue
+        for stage, count in counts.items():
+            done[stage] += count
+            progress, _, total = stages[stage]
+            if progress is not None:
+                progress(min(done[stage], total), total)
+    for progress, _, total in stages:
         if progress is not None:
-            progress(min(done, total), total)
-    if progress is not None:
-        progress(total, total)
+            progress(total, total)
     return [f.result() for f in futures]
+
+
+def _on_chunk(items: Sequence[Any], function: Callable[[list[Any]], list[T]], start: int,
+              stop: int) -> list[T]:
+    return function(list(items[start:stop]))
 
 
 def map_chunks(function: Callable[[list[Any]], list[T]], items: Sequence[Any],
@@ -78,15 +119,16 @@ def map_chunks(function: Callable[[list[Any]], list[T]], items: Sequence[Any],
     (`progress(done, total)` as chunks finish).
 
     `function` maps a list of items to a list of results of the same length; it must be a
-    module-level function (it is pickled).
+    module-level function (it is pickled). Forked workers inherit `items`.
     """
     size = -(-len(items) // (4 * n_jobs))
-    chunks = [list(items[i:i + size]) for i in range(0, len(items), size)]
-    with process_pool(n_jobs) as pool:
-        futures = [pool.submit(function, chunk) for chunk in chunks]
+    bounds = [(start, min(start + size, len(items))) for start in range(0, len(items), size)]
+    with worker_pool(n_jobs, shared=items) as submit:
+        futures = {submit(_on_chunk, function, start, stop): stop - start
+                   for start, stop in bounds}
         done = 0
         for future in as_completed(futures):
-            done += len(chunks[futures.index(future)])
+            done += futures[future]
             if progress is not None:
                 progress(done, len(items))
         return [result for future in futures for result in future.result()]

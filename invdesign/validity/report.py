@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,7 +27,7 @@ from invdesign.validity.uniqueness import (
     PreparedStructure,
     ReferenceIndex,
     prepare_structure,
-    unique_mask,
+    unique_and_novel_masks,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,12 @@ def _check_one(item: Any,
 
 
 def _check_chunk(items: list[Any], *, config: ValidityConfig
-                 ) -> list[tuple[dict[str, Any], PreparedStructure | None]]:
-    return [_check_one(item, config) for item in items]
+                 ) -> list[tuple[dict[str, Any], bool, Hashable]]:
+    """In a worker: `_check_one` of each item as (row, usable, composition hash): the parent
+    has the structure, and pickling it back would cost more than checking it."""
+    checked = [_check_one(item, config) for item in items]
+    return [(row, ready is not None, None if ready is None else ready.comp_hash)
+            for row, ready in checked]
 
 
 def _stage(progress: StageProgress | None, name: str) -> Progress | None:
@@ -151,8 +155,11 @@ def check_structures(
     config = config or ValidityConfig()
     validity = _stage(progress, "validity")
     if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ITEMS:
-        checked = map_chunks(partial(_check_chunk, config=config), structures, n_jobs,
-                             progress=validity)
+        hashed = map_chunks(partial(_check_chunk, config=config), structures, n_jobs,
+                            progress=validity)
+        checked = [(row, PreparedStructure.with_hash(as_structure(item), comp_hash)
+                    if usable else None)
+                   for item, (row, usable, comp_hash) in zip(structures, hashed, strict=True)]
     else:
         checked = []
         for done, item in enumerate(structures, start=1):
@@ -166,19 +173,19 @@ def check_structures(
     table["valid"] = table["struct_valid"] & table["comp_valid"]
     usable = [i for i, p in enumerate(prepared) if p is not None]
     items = [prepared[i] for i in usable]
-    unique = np.zeros(len(table), dtype=bool)
-    unique[usable] = unique_mask(items, settings=config.match, n_jobs=n_jobs,
-                                 progress=_stage(progress, "uniqueness"))
-    table["unique"] = unique
-    if reference is None:
+    index = (reference if isinstance(reference, ReferenceIndex) or reference is None
+             else ReferenceIndex(reference, settings=config.match))
+    unique, novel = unique_and_novel_masks(
+        items, index, settings=config.match, n_jobs=n_jobs,
+        unique_progress=_stage(progress, "uniqueness"),
+        novel_progress=_stage(progress, "novelty") if index is not None else None)
+    table["unique"] = np.zeros(len(table), dtype=bool)
+    table.loc[usable, "unique"] = unique
+    if novel is None:
         table["novel"] = pd.array([pd.NA] * len(table), dtype="boolean")
     else:
-        index = (reference if isinstance(reference, ReferenceIndex)
-                 else ReferenceIndex(reference, settings=config.match))
-        novel = np.zeros(len(table), dtype=bool)
-        novel[usable] = index.novel_mask(items, n_jobs=n_jobs,
-                                         progress=_stage(progress, "novelty"))
-        table["novel"] = novel
+        table["novel"] = np.zeros(len(table), dtype=bool)
+        table.loc[usable, "novel"] = novel
     logger.info("checked %d structures: %d valid, %d unique", len(table),
                 int(table["valid"].sum()), int(table["unique"].sum()))
     return table.loc[:, list(COLUMNS)]

@@ -39,9 +39,9 @@ from invdesign.validity.parallel import (
     Progress,
     gather,
     map_chunks,
-    process_pool,
     progress_queue,
     tick,
+    worker_pool,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,14 @@ class PreparedStructure:
         self.structure = structure
         comparable = _comparable(structure)
         self.comp_hash = SpeciesComparator().get_hash(structure.composition) if comparable else None
+
+    @classmethod
+    def with_hash(cls, structure: Structure, comp_hash: Hashable) -> PreparedStructure:
+        """The prepared `structure`, given the `comp_hash` a `PreparedStructure` of it has
+        (computed in another process, say)."""
+        item = cls.__new__(cls)
+        item.structure, item.comp_hash = structure, comp_hash
+        return item
 
     @cached_property
     def reduced(self) -> Structure | None:
@@ -274,18 +282,9 @@ class ReferenceIndex:
         items = [prepare_structure(s) for s in structures]
         mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
         known = [i for i, item in enumerate(items) if item.comp_hash in self._by_composition]
-        pairs = sum(len(self._by_composition[items[i].comp_hash]) for i in known)
-        if n_jobs > 1 and (len(known) >= PARALLEL_MIN_SHARED or pairs >= PARALLEL_MIN_PAIRS):
-            items, bins = _deal(items, known, n_jobs)
-            subsets = [self._subset({items[i].comp_hash for i in b}) for b in bins]
-            ticks = progress_queue() if progress is not None else None
-            with process_pool(len(bins), ticks) as pool:
-                futures = [pool.submit(_novel_part, subset, [items[i] for i in b])
-                           for subset, b in zip(subsets, bins, strict=True)]
-                parts = gather(futures, ticks, progress, len(items) - len(known), len(items))
-            for indices, part in zip(bins, parts, strict=True):
-                mask[indices] = part
-            return mask
+        if n_jobs > 1 and self._worth_dealing(items, known):
+            return match_masks(items, self, check_unique=False, n_jobs=n_jobs,
+                               novel_progress=progress)[1]
         if progress is not None:
             progress(len(items) - len(known), len(items))
         for done, i in enumerate(known, start=len(items) - len(known) + 1):
@@ -294,16 +293,35 @@ class ReferenceIndex:
                 progress(done, len(items))
         return mask
 
+    def _worth_dealing(self, items: Sequence[PreparedStructure], known: Sequence[int]) -> bool:
+        """Whether novelty of `items` (`known`: those sharing a composition with the index)
+        pays for worker processes: at least `PARALLEL_MIN_SHARED` known items, or at least
+        `PARALLEL_MIN_PAIRS` (item, indexed structure) pairs of one composition."""
+        pairs = sum(len(self._by_composition[items[i].comp_hash]) for i in known)
+        return len(known) >= PARALLEL_MIN_SHARED or pairs >= PARALLEL_MIN_PAIRS
+
     def _subset(self, compositions: set) -> ReferenceIndex:
-        """A smaller index holding only these compositions (to ship to a worker process)."""
+        """A smaller index holding only those of these compositions it has (to ship to a
+        worker process)."""
         subset = ReferenceIndex(settings=self.settings)
-        subset._by_composition = {c: self._by_composition[c] for c in compositions}
+        subset._by_composition = {c: self._by_composition[c] for c in compositions
+                                  if c in self._by_composition}
         subset._size = self._size
         return subset
 
 
 PARALLEL_MIN_SHARED = 500  # structures sharing compositions before `n_jobs` > 1 pays off
 PARALLEL_MIN_PAIRS = 100_000  # or (candidate, indexed structure) pairs of one composition
+
+
+def _batch_counts(items: Sequence[PreparedStructure]) -> Counter:
+    return Counter(item.comp_hash for item in items if item.comp_hash is not None)
+
+
+def _worth_dealing(shared: Counter) -> bool:
+    """Whether uniqueness pays for worker processes: at least `PARALLEL_MIN_SHARED`
+    structures share their composition with another."""
+    return sum(c for c in shared.values() if c > 1) >= PARALLEL_MIN_SHARED
 
 
 def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
@@ -319,10 +337,9 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
     `progress(done, total)` hears how many structures are settled, from the workers too.
     """
     items = [prepare_structure(s) for s in structures]
-    shared = Counter(item.comp_hash for item in items if item.comp_hash is not None)
-    n_shared = sum(c for c in shared.values() if c > 1)
-    if n_jobs > 1 and n_shared >= PARALLEL_MIN_SHARED:
-        return _unique_mask_parallel(items, shared, settings, n_jobs, progress)
+    shared = _batch_counts(items)
+    if n_jobs > 1 and _worth_dealing(shared):
+        return match_masks(items, settings=settings, n_jobs=n_jobs, unique_progress=progress)[0]
     seen = ReferenceIndex(settings=settings)
     mask = np.zeros(len(items), dtype=bool)
     if progress is not None:
@@ -339,28 +356,104 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
     return mask
 
 
-def _unique_mask_parallel(items: list[PreparedStructure], shared: Counter,
-                          settings: MatchSettings | None, n_jobs: int,
-                          progress: Progress | None) -> np.ndarray:
-    """`unique_mask` with whole compositions dealt to `n_jobs` processes.
+def unique_and_novel_masks(structures: Sequence[Structure | PreparedStructure],
+                           reference: ReferenceIndex | None, *,
+                           settings: MatchSettings | None = None, n_jobs: int = 1,
+                           unique_progress: Progress | None = None,
+                           novel_progress: Progress | None = None
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`unique_mask` and `reference.novel_mask` (None without a reference) of one batch.
+
+    With `n_jobs` > 1, when either check is worth dealing to processes, both run in one pass:
+    each process takes whole compositions and reduces each of their cells once for both
+    (two separate passes would reduce every cell twice, in different processes).
+    """
+    items = [prepare_structure(s) for s in structures]
+    if reference is not None and settings is not None and settings != reference.settings:
+        raise ValueError(f"settings {settings} differ from the reference index's "
+                         f"{reference.settings}")
+    if n_jobs > 1:
+        known = ([] if reference is None else
+                 [i for i, item in enumerate(items) if item.comp_hash in reference._by_composition])
+        if _worth_dealing(_batch_counts(items)) or (
+                reference is not None and reference._worth_dealing(items, known)):
+            return match_masks(items, reference, settings=settings, n_jobs=n_jobs,
+                               unique_progress=unique_progress, novel_progress=novel_progress)
+    unique = unique_mask(items, settings=settings, progress=unique_progress)
+    novel = None if reference is None else reference.novel_mask(items, progress=novel_progress)
+    return unique, novel
+
+
+def match_masks(items: list[PreparedStructure], reference: ReferenceIndex | None = None, *,
+                check_unique: bool = True, settings: MatchSettings | None = None,
+                n_jobs: int = 2, unique_progress: Progress | None = None,
+                novel_progress: Progress | None = None
+                ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Uniqueness (`check_unique`) and novelty against `reference` (when given) of `items`,
+    with whole compositions dealt to `n_jobs` worker processes; the masks are the serial ones.
 
     When one composition would leave the other processes idle (a single-element dataset such
     as Carbon-24), its cells are first reduced in parallel and dealt by prefilter key
     (composition, sites in the reduced cell) instead: structures with different keys never
-    match, so the mask is the same.
+    match, so the masks are the same. Progress comes from inside the workers, per check.
     """
-    mask = np.array([item.comp_hash is not None and shared[item.comp_hash] == 1
-                     for item in items], dtype=bool)
-    repeated = [i for i, item in enumerate(items)
-                if item.comp_hash is not None and shared[item.comp_hash] > 1]
-    items, bins = _deal(items, repeated, n_jobs)
-    ticks = progress_queue() if progress is not None else None
-    with process_pool(len(bins), ticks) as pool:
-        futures = [pool.submit(_unique_part, [items[i] for i in b], settings) for b in bins]
-        parts = gather(futures, ticks, progress, len(items) - len(repeated), len(items))
-    for indices, part in zip(bins, parts, strict=True):
-        mask[indices] = part
-    return mask
+    settings = reference.settings if reference is not None else settings
+    shared = _batch_counts(items)
+    comparable = np.array([item.comp_hash is not None for item in items], dtype=bool)
+    repeated = (np.array([shared.get(item.comp_hash, 0) > 1 for item in items], dtype=bool)
+                if check_unique else np.zeros(len(items), dtype=bool))
+    known = (np.array([item.comp_hash in reference._by_composition for item in items],
+                      dtype=bool) if reference is not None else np.zeros(len(items), dtype=bool))
+    dealt = np.nonzero(repeated | known)[0].tolist()
+    unique = comparable & ~repeated if check_unique else None
+    novel = comparable & ~known if reference is not None else None
+    if not dealt:
+        for mask, progress in ((unique, unique_progress), (novel, novel_progress)):
+            if mask is not None and progress is not None:
+                progress(len(items), len(items))
+        return unique, novel
+    items, bins = _deal(items, dealt, n_jobs, reference)
+    if reference is not None:
+        reference = reference._subset({items[i].comp_hash for i in dealt})
+    stages = [(unique_progress, len(items) - len(dealt), len(items)),
+              (novel_progress, len(items) - len(dealt), len(items))]
+    for progress, done, total in stages:
+        if progress is not None:
+            progress(done, total)
+    ticks = progress_queue() if unique_progress or novel_progress else None
+    with worker_pool(len(bins), shared=(items, reference), ticks=ticks) as submit:
+        futures = [submit(_match_part, b, settings, check_unique) for b in bins]
+        parts = gather(futures, ticks, stages)
+    for indices, (unique_part, novel_part) in zip(bins, parts, strict=True):
+        if unique is not None:
+            unique[indices] = unique_part
+        if novel is not None:
+            novel[indices] = novel_part
+    return unique, novel
+
+
+def _match_part(shared: tuple[list[PreparedStructure], ReferenceIndex | None],
+                indices: list[int], settings: MatchSettings | None, check_unique: bool
+                ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """In a worker: `match_masks` of the items at `indices` (whole compositions or keys)."""
+    items, reference = shared
+    part = [items[i] for i in indices]
+    unique = (unique_mask(part, settings=settings, progress=_Ticker(0)) if check_unique
+              else None)
+    novel = None if reference is None else reference.novel_mask(part, progress=_Ticker(1))
+    return unique, novel
+
+
+class _Ticker:
+    """In a worker: a ``progress(done, total)`` for one stage of `gather`, sent as ticks."""
+
+    def __init__(self, stage: int) -> None:
+        self.stage = stage
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        tick(done - self.done, self.stage)
+        self.done = done
 
 
 def _composition_key(item: PreparedStructure) -> Hashable:
@@ -378,7 +471,8 @@ def _reduce_chunk(items: list[PreparedStructure]) -> list[PreparedStructure]:
     return items
 
 
-def _deal(items: list[PreparedStructure], indices: list[int], n_jobs: int
+def _deal(items: list[PreparedStructure], indices: list[int], n_jobs: int,
+          reference: ReferenceIndex | None = None
           ) -> tuple[list[PreparedStructure], list[list[int]]]:
     """`indices` split into at most `n_jobs` sorted bins of whole compositions.
 
@@ -386,7 +480,8 @@ def _deal(items: list[PreparedStructure], indices: list[int], n_jobs: int
     as Carbon-24), the cells of `indices` are first reduced in parallel and whole prefilter
     keys (composition, sites in the reduced cell) are dealt instead: structures with different
     keys never match, so no result changes. Returns the items (reduced where that happened)
-    and the bins.
+    and the bins. A group's cost is taken as its size times (its size + the structures of its
+    composition in `reference`).
     """
     sizes = Counter(items[i].comp_hash for i in indices)
     key: Callable[[PreparedStructure], Hashable] = _composition_key
@@ -396,13 +491,7 @@ def _deal(items: list[PreparedStructure], indices: list[int], n_jobs: int
         for i, item in zip(indices, reduced, strict=True):
             items[i] = item
         key = _prefilter_key
-    return items, _pack(items, indices, n_jobs, key)
-
-
-def _pack(items: list[PreparedStructure], indices: list[int], n_jobs: int,
-          key: Callable[[PreparedStructure], Hashable]) -> list[list[int]]:
-    """`indices` split into at most `n_jobs` sorted bins, whole groups by `key` each, the
-    largest groups first to the least loaded bin (cost grows about as size squared)."""
+    indexed = reference._by_composition if reference is not None else {}
     groups: dict[Hashable, list[int]] = {}
     for i in indices:
         groups.setdefault(key(items[i]), []).append(i)
@@ -411,21 +500,9 @@ def _pack(items: list[PreparedStructure], indices: list[int], n_jobs: int,
     for members in sorted(groups.values(), key=len, reverse=True):
         j = load.index(min(load))
         bins[j].extend(members)
-        load[j] += len(members) ** 2
-    return [sorted(b) for b in bins if b]
-
-
-def _unique_part(items: list[PreparedStructure], settings: MatchSettings | None) -> np.ndarray:
-    return unique_mask(items, settings=settings, progress=_tick_each)
-
-
-def _novel_part(index: ReferenceIndex, items: list[PreparedStructure]) -> np.ndarray:
-    return index.novel_mask(items, progress=_tick_each)
-
-
-def _tick_each(done: int, total: int) -> None:
-    """In a worker: one more item done (called once per item)."""
-    tick()
+        load[j] += len(members) * (len(members)
+                                   + len(indexed.get(items[members[0]].comp_hash, ())))
+    return items, [sorted(b) for b in bins if b]
 
 
 def novel_mask(structures: Sequence[Structure | PreparedStructure],
