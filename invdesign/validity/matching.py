@@ -43,8 +43,11 @@ class MatchCell:
         self.cart_coords = self.frac_coords @ self.matrix
         self.parameters = _parameters(self.matrix[None])[0]  # a, b, c, alpha, beta, gamma
         self.ordered = structure.is_ordered
-        kinds: dict = {}  # species (a Composition) -> index, in order of first appearance
-        self.site_kinds = np.array([kinds.setdefault(site.species, len(kinds))
+        # an ordered site's species (Element or Species: cheap to compare, unlike the
+        # Composition `site.species`) -> index, in order of first appearance
+        kinds: dict = {}
+        self.site_kinds = np.array([kinds.setdefault(site.specie if self.ordered
+                                                     else site.species, len(kinds))
                                     for site in structure])
         self.kinds = list(kinds)
         self._points = np.zeros((0, 3))
@@ -131,45 +134,58 @@ def _assignment_fits(average: np.ndarray, moved: np.ndarray, frac1: np.ndarray,
     """``StructureMatcher._cart_dists`` for the passing (mapping, translation) pairs: whether
     for one of them the least-squares assignment of `moved` (mapping, translation, site, 3)
     onto `frac1` (mapping, site, 3), in the averaged cell, moves no site by `stol` or more
-    once the mean shift is removed."""
+    once the mean shift is removed.
+
+    The LLL cells and their tolerances are computed for all mappings at once, and the
+    shortest vectors for all translations of a mapping in one call (each pair of sites is
+    computed on its own, so stacking the translations changes no pair's answer)."""
+    mappings = np.nonzero(passing.any(axis=1))[0]
+    lll_matrices, lll_mappings = _lll_many(average[mappings])
+    lll_frac_tols = (_reciprocal_lengths(lll_matrices) * stol
+                     / (np.pi * normalization[mappings, None]))
+    n = frac1.shape[1]
+    rows = np.arange(n)
     mask = mask.astype(np.int64)
-    for m in np.nonzero(passing.any(axis=1))[0]:
-        lll_matrix, lll_mapping = _lll(average[m])
-        lll_inverse = None if lll_mapping is None else np.linalg.inv(lll_mapping)
-        lll_frac_tol = (_reciprocal_lengths(lll_matrix[None])[0] * stol
-                        / (np.pi * normalization[m]))
-        cell = _LLLCell(lll_matrix)
-        lll1 = frac1[m] if lll_inverse is None else frac1[m] @ lll_inverse
-        shortest = []  # per translation: each site's vector to its assigned site
-        for coords in moved[m][passing[m]]:
-            coords = coords if lll_inverse is None else coords @ lll_inverse
-            vectors, d2 = pbc_shortest_vectors(cell, coords, lll1, mask, True, lll_frac_tol)
-            rows, cols = linear_sum_assignment(d2)
-            shortest.append(vectors[rows, cols])
-        short = np.array(shortest)
+    for m, lll_matrix, lll_mapping, lll_frac_tol in zip(mappings, lll_matrices, lll_mappings,
+                                                        lll_frac_tols, strict=True):
+        coords, lll1 = moved[m][passing[m]], frac1[m]
+        if lll_mapping is not None:
+            lll_inverse = np.linalg.inv(lll_mapping)
+            coords, lll1 = coords @ lll_inverse, lll1 @ lll_inverse
+        count = len(coords)
+        vectors, d2 = pbc_shortest_vectors(_LLLCell(lll_matrix), coords.reshape(-1, 3), lll1,
+                                           np.tile(mask, (count, 1)), True, lll_frac_tol)
+        vectors, d2 = vectors.reshape(count, n, n, 3), d2.reshape(count, n, n)
+        short = np.array([vectors[t, rows, linear_sum_assignment(d2[t])[1]]
+                          for t in range(count)])
         spread = np.sqrt(np.sum((short - short.mean(axis=1, keepdims=True)) ** 2, axis=-1))
         if np.any(spread.max(axis=1) * normalization[m] < stol):
             return True
     return False
 
 
-def _lll(matrix: np.ndarray, delta: float = 0.75) -> tuple[np.ndarray, np.ndarray | None]:
-    """pymatgen's LLL reduction (matrix, mapping) of a cell; (the cell itself, None) when it
-    is already reduced with a margin, so that pymatgen's loop would change nothing."""
-    a, b, c = matrix
-    m0 = a @ a
-    u10 = (b @ a) / m0
-    b1 = b - u10 * a
-    m1 = b1 @ b1
-    u20, u21 = (c @ a) / m0, (c @ b1) / m1
-    b2 = c - u20 * a - u21 * b1
+def _lll_many(matrices: np.ndarray, delta: float = 0.75
+              ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """pymatgen's LLL reduction (matrix, mapping) of each cell in a (k, 3, 3) stack; (the cell
+    itself, None) where it is already reduced with a margin, so that pymatgen's loop would
+    change nothing (tested for all cells at once; pymatgen reduces the others)."""
+    a, b, c = matrices[:, 0], matrices[:, 1], matrices[:, 2]
+    m0 = np.einsum("ij,ij->i", a, a)
+    u10 = np.einsum("ij,ij->i", b, a) / m0
+    b1 = b - u10[:, None] * a
+    m1 = np.einsum("ij,ij->i", b1, b1)
+    u20, u21 = np.einsum("ij,ij->i", c, a) / m0, np.einsum("ij,ij->i", c, b1) / m1
+    b2 = c - u20[:, None] * a - u21[:, None] * b1
     margin = 1e-9
-    if (max(abs(u10), abs(u20), abs(u21)) < 0.5 - margin
-            and m1 > (delta - u10 ** 2) * m0 * (1 + margin)
-            and b2 @ b2 > (delta - u21 ** 2) * m1 * (1 + margin)):
-        return matrix, None
-    lattice = Lattice(matrix)
-    return lattice.lll_matrix, lattice.lll_mapping
+    reduced = ((np.maximum(np.maximum(np.abs(u10), np.abs(u20)), np.abs(u21)) < 0.5 - margin)
+               & (m1 > (delta - u10 ** 2) * m0 * (1 + margin))
+               & (np.einsum("ij,ij->i", b2, b2) > (delta - u21 ** 2) * m1 * (1 + margin)))
+    lll_matrices = matrices.copy()
+    mappings: list[np.ndarray | None] = [None] * len(matrices)
+    for i in np.nonzero(~reduced)[0]:
+        lattice = Lattice(matrices[i])
+        lll_matrices[i], mappings[i] = lattice.lll_matrix, lattice.lll_mapping
+    return lll_matrices, mappings
 
 
 class _LLLCell:
