@@ -424,7 +424,7 @@ def test_checks_report_progress_per_stage(nacl, monkeypatch, n_jobs):
 def _ticking_worker(shared: list[int], index: int, stage: int) -> int:
     import time
 
-    from invdesign.validity.parallel import tick
+    from invdesign.parallel import tick
 
     count = shared[index]
     for _ in range(count):
@@ -435,7 +435,7 @@ def _ticking_worker(shared: list[int], index: int, stage: int) -> int:
 
 
 def test_worker_processes_report_progress_per_stage():
-    from invdesign.validity.parallel import gather, progress_queue, worker_pool
+    from invdesign.parallel import gather, progress_queue, worker_pool
 
     heard: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
     ticks = progress_queue()
@@ -458,7 +458,7 @@ def _call_first(shared: list, _: int) -> int:
 @pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
                     reason="workers inherit the shared object only where processes fork")
 def test_forked_workers_inherit_the_shared_object_unpickled():
-    from invdesign.validity.parallel import worker_pool
+    from invdesign.parallel import worker_pool
 
     with worker_pool(2, shared=[lambda: 7]) as submit:  # a lambda cannot be pickled
         assert [submit(_call_first, i).result() for i in range(3)] == [7, 7, 7]

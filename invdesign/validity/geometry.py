@@ -170,7 +170,7 @@ def min_bond_ratios(structures: Sequence[Structure], *, n_jobs: int = 1) -> np.n
     """`min_bond_ratio` of each structure; `n_jobs` processes for batches of at least
     `PARALLEL_MIN_ITEMS`."""
     if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ITEMS:
-        from invdesign.validity.parallel import map_chunks
+        from invdesign.parallel import map_chunks
 
         return np.array(map_chunks(_bond_ratio_chunk, structures, n_jobs), dtype=float)
     return np.array(_bond_ratio_chunk(list(structures)), dtype=float)

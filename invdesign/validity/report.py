@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
+from invdesign.parallel import Progress, map_chunks
 from invdesign.progress import StageProgress
 from invdesign.validity.composition import OxidationStateSet, composition_validity
 from invdesign.validity.geometry import (
@@ -21,7 +22,6 @@ from invdesign.validity.geometry import (
     MIN_VOLUME_PER_ATOM,
     structure_validity,
 )
-from invdesign.validity.parallel import Progress, map_chunks
 from invdesign.validity.uniqueness import (
     MatchSettings,
     PreparedStructure,

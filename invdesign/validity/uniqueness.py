@@ -34,8 +34,7 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
 from pymatgen.core import Structure
 
-from invdesign.validity.matching import MatchCell, fit_reduced
-from invdesign.validity.parallel import (
+from invdesign.parallel import (
     Progress,
     gather,
     map_chunks,
@@ -43,6 +42,7 @@ from invdesign.validity.parallel import (
     tick,
     worker_pool,
 )
+from invdesign.validity.matching import MatchCell, fit_reduced
 
 logger = logging.getLogger(__name__)
 

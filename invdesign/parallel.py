@@ -1,4 +1,5 @@
-"""Worker processes for batch checks of many structures, with progress from inside them.
+"""Worker processes for batch jobs over many structures (checks, features, files), with
+progress from inside them.
 
 Where the platform forks, the workers inherit the batch (`worker_pool`'s `shared`) from the
 parent instead of receiving it pickled: pickling 10,000 pymatgen structures there and back
