@@ -90,6 +90,28 @@ def test_frame_round_trips_to_an_equivalent_structure(nacl):
     assert back.matches(nacl)
 
 
+def test_decoded_cells_scale_and_pad_exactly_as_their_structures():
+    """The sampler rescales and denoises arrays and builds each Structure once; every step
+    must give bit for bit what it gives on the Structure."""
+    from invdesign.featurize.frames import decoded_cell, padded_positions
+    from invdesign.featurize.volume import AtomicVolumes
+
+    rng = np.random.default_rng(2)
+    volumes = AtomicVolumes({"Na": 23.1, "Cl": 20.4, "Ti": 17.0, "O": 11.2})
+    cells = [decoded_cell([4.1, 5.2, 6.3, 80, 95, 110], z, rng.uniform(-0.5, 1.5, (len(z), 3)))
+             for z in ([11, 17, 17, 11, 17], [22, 8, 8, 8], [8, 22])]
+    structures = [c.to_structure() for c in cells]
+    for cell, structure in zip(cells, structures, strict=True):
+        assert list(cell.composition.items()) == list(structure.composition.items())
+        assert np.all((cell.frac_coords >= 0) & (cell.frac_coords < 1))
+    scaled_cells, scaled = volumes.rescale(cells), volumes.rescale(structures)
+    for cell, structure in zip(scaled_cells, scaled, strict=True):
+        np.testing.assert_array_equal(cell.to_structure().lattice.matrix,
+                                      structure.lattice.matrix)
+    for a, b in zip(padded_positions(scaled_cells), padded_positions(scaled), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_degenerate_lattice_is_rejected():
     with pytest.raises(ValueError, match="out of range"):
         lattice_from_parameters([3, 3, -1, 90, 90, 90])

@@ -8,11 +8,12 @@ atoms of the rarest species, so any choice of origin among them is equally corre
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 
 from invdesign.featurize.composition import atomic_numbers
 
@@ -92,24 +93,63 @@ def lattice_from_parameters(parameters: Sequence[float]) -> Lattice:
     return lattice
 
 
+@dataclass(frozen=True)
+class DecodedCell:
+    """A decoded crystal as arrays, before it becomes a pymatgen `Structure`: rescaling and
+    denoising work on these, so each sample is built into a `Structure` once.
+
+    Attributes:
+        lattice: The cell.
+        numbers: (n,) int64 atomic numbers.
+        frac_coords: (n, 3) float64 fractional coordinates in [0, 1).
+    """
+
+    lattice: Lattice
+    numbers: np.ndarray
+    frac_coords: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def composition(self) -> Composition:
+        """As ``Structure.composition`` gives it (elements in order of first appearance)."""
+        return Composition({Element.from_Z(int(z)): float(n)
+                            for z, n in Counter(self.numbers.tolist()).items()})
+
+    def scaled(self, volume: float) -> DecodedCell:
+        """The cell scaled isotropically to `volume` (A^3), fractional coordinates kept."""
+        return replace(self, lattice=self.lattice.scale(volume))
+
+    def to_structure(self) -> Structure:
+        return Structure(self.lattice, self.numbers.tolist(), self.frac_coords)
+
+
+def decoded_cell(lattice: Sequence[float], z: Sequence[int], frac_coords: np.ndarray
+                 ) -> DecodedCell:
+    """Cell from decoded lattice parameters, atomic numbers and fractional coordinates
+    (wrapped into [0, 1)); raises ValueError for a lattice without volume."""
+    return DecodedCell(lattice_from_parameters(lattice), np.asarray(z, dtype=np.int64),
+                       np.mod(np.asarray(frac_coords, dtype=np.float64), 1.0))
+
+
 def frame_to_structure(lattice: Sequence[float], z: Sequence[int],
                        frac_coords: np.ndarray) -> Structure:
     """Structure from decoded lattice parameters, atomic numbers and fractional coordinates."""
-    return Structure(lattice_from_parameters(lattice), [int(x) for x in z],
-                     np.mod(np.asarray(frac_coords, dtype=np.float64), 1.0))
+    return decoded_cell(lattice, z, frac_coords).to_structure()
 
 
-def padded_positions(structures: Sequence[Structure]
+def padded_positions(structures: Sequence[Structure | DecodedCell]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lattice rows (B, 3, 3), Cartesian positions inside the cell (B, M, 3) and atomic
-    numbers (B, M, 0 in padding) of B structures of up to M atoms."""
+    numbers (B, M, 0 in padding) of B structures (or decoded cells) of up to M atoms."""
     m = max(len(s) for s in structures)
     lattice = np.stack([s.lattice.matrix for s in structures])
     cart = np.zeros((len(structures), m, 3))
     numbers = np.zeros((len(structures), m), dtype=np.int64)
     for i, s in enumerate(structures):
         cart[i, :len(s)] = np.mod(s.frac_coords, 1.0) @ s.lattice.matrix
-        numbers[i, :len(s)] = atomic_numbers(s)
+        numbers[i, :len(s)] = s.numbers if isinstance(s, DecodedCell) else atomic_numbers(s)
     return lattice, cart, numbers
 
 

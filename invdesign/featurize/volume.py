@@ -17,6 +17,8 @@ import numpy as np
 from pymatgen.core import Composition, Structure
 from scipy.optimize import nnls
 
+from invdesign.featurize.frames import DecodedCell
+
 
 @dataclass(frozen=True)
 class AtomicVolumes:
@@ -55,17 +57,20 @@ class AtomicVolumes:
             total += n * v
         return total if total > 0 else math.nan
 
-    def rescale(self, structures: Sequence[Structure | None]) -> list[Structure | None]:
+    def rescale(self, structures: Sequence[Structure | DecodedCell | None]
+                ) -> list[Structure | DecodedCell | None]:
         """Copies scaled (isotropically, fractional coordinates kept) to the predicted volume;
         a structure with an element the model lacks, and None, pass unchanged."""
-        out: list[Structure | None] = []
+        out: list[Structure | DecodedCell | None] = []
         for s in structures:
             target = math.nan if s is None else self.predict(s.composition)
             if s is None or not math.isfinite(target):
                 out.append(s)
-                continue
-            out.append(Structure(s.lattice.scale(target), s.species, s.frac_coords,
-                                 site_properties=s.site_properties))
+            elif isinstance(s, DecodedCell):
+                out.append(s.scaled(target))
+            else:
+                out.append(Structure(s.lattice.scale(target), s.species, s.frac_coords,
+                                     site_properties=s.site_properties))
         return out
 
     def save(self, path: str | Path) -> Path:
