@@ -152,7 +152,7 @@ class Designer:
         if self.surrogate is not None and ok:
             scorer = scorer or Scorer.parse(K_NAME if K_NAME in self.surrogate.targets
                                             else self.surrogate.targets[0])
-            scores = scorer.evaluate(self.surrogate, [structures[i] for i in ok])
+            scores = scorer.evaluate(self.surrogate, [structures[i] for i in ok], n_jobs=n_jobs)
             scores.index = ok
             table = table.join(scores)
             domain = self._assess_domain(table)

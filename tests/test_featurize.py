@@ -138,3 +138,17 @@ def test_angle_descriptor_invariant_and_cached(tmp_path, nacl, cu):
     assert all(np.array_equal(a.angles, b.angles) for a, b in zip(first, second, strict=True))
     assert collate(first).angles.shape == (sum(len(g.distances) for g in first), 8)
     assert build_graph(nacl).angles.shape == (len(build_graph(nacl).distances), 0)
+
+
+def test_parallel_featurisation_gives_the_same_graphs(nacl, cu, monkeypatch):
+    monkeypatch.setattr(graph_module, "PARALLEL_MIN_GRAPHS", 2)
+    batch = [base.copy().perturb(0.1, seed=seed)
+             for seed, base in enumerate((nacl, cu) * 3)]
+    heard: list[int] = []
+    parallel = featurize_structures(batch, n_jobs=2, progress=heard.append)
+    serial = featurize_structures(batch)
+    assert sum(heard) == len(batch)
+    for a, b in zip(parallel, serial, strict=True):
+        for field in ("atomic_numbers", "edge_index", "distances", "angles", "global_features"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert (a.volume_per_atom, a.density) == (b.volume_per_atom, b.density)

@@ -80,12 +80,14 @@ class Scorer:
             return s * (u * norm.cdf(u) + norm.pdf(u))
         return mean
 
-    def evaluate(self, surrogate: Surrogate, structures: Sequence[Structure]) -> pd.DataFrame:
+    def evaluate(self, surrogate: Surrogate, structures: Sequence[Structure], *,
+                 n_jobs: int = 1) -> pd.DataFrame:
         """One row per structure: predicted properties (`_std` = member spread), `objective`,
-        `objective_std`, `score`, `violation` (0 when every constraint holds)."""
+        `objective_std`, `score`, `violation` (0 when every constraint holds); `n_jobs`
+        processes featurise large batches."""
         if not len(structures):
             return pd.DataFrame(columns=["objective", "objective_std", "score", "violation"])
-        graphs = surrogate.featurize(structures)
+        graphs = surrogate.featurize(structures, n_jobs=n_jobs)
         raw = surrogate.predict_members(graphs, physical=False)  # (m, n, t) model space
         density = np.array([g.density for g in graphs])
         vpa = np.array([g.volume_per_atom for g in graphs])

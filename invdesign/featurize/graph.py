@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from invdesign.featurize.composition import (
     density,
     n_composition_features,
 )
+from invdesign.parallel import map_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +227,31 @@ def _load(path: Path) -> list[CrystalGraph]:
                 for i, (v, rho) in enumerate(zip(f["volume_per_atom"], f["density"], strict=True))]
 
 
+PARALLEL_MIN_GRAPHS = 2000  # batch size from which `n_jobs` > 1 pays for its processes
+
+
+def _build_graphs(structures: list[Structure], *, config: GraphConfig) -> list[CrystalGraph]:
+    return [build_graph(s, config) for s in structures]
+
+
+class _Increments:
+    """`map_chunks`'s progress(done, total) as the increments `featurize_structures` reports."""
+
+    def __init__(self, progress: Callable[[int], None]) -> None:
+        self.progress, self.done = progress, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.progress(done - self.done)
+        self.done = done
+
+
 def featurize_structures(
     structures: Sequence[Structure],
     config: GraphConfig = GraphConfig(),
     *,
     cache_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    n_jobs: int = 1,
 ) -> list[CrystalGraph]:
     """Graphs for many structures, read from / written to `cache_dir` when given.
 
@@ -240,6 +261,8 @@ def featurize_structures(
         cache_dir: folder for `graphs-<hash>.npz`; the hash covers the structures' content and
             `config`, so a changed dataset or cutoff never reads a stale cache.
         progress: optional callback called with the number of structures just processed.
+        n_jobs: worker processes for batches of at least `PARALLEL_MIN_GRAPHS` structures
+            (the graphs do not depend on it).
     """
     path = None
     if cache_dir is not None and len(structures):
@@ -247,11 +270,15 @@ def featurize_structures(
         if path.exists():
             logger.info("graph cache hit: %s", path)
             return _load(path)
-    graphs = []
-    for s in structures:
-        graphs.append(build_graph(s, config))
-        if progress is not None:
-            progress(1)
+    if n_jobs > 1 and len(structures) >= PARALLEL_MIN_GRAPHS:
+        graphs = map_chunks(partial(_build_graphs, config=config), structures, n_jobs,
+                            progress=None if progress is None else _Increments(progress))
+    else:
+        graphs = []
+        for s in structures:
+            graphs.append(build_graph(s, config))
+            if progress is not None:
+                progress(1)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(path, graphs)
