@@ -418,7 +418,7 @@ def sample(
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     if files:
-        cands.write(out)
+        cands.write(out, n_jobs=jobs)
     else:
         out.mkdir(parents=True, exist_ok=True)
         cands.to_csv(out / "candidates.csv")

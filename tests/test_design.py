@@ -194,6 +194,16 @@ def test_missing_checkpoint_names_the_shipped_ones(tmp_path, monkeypatch):
         Designer.load("no-such-model")
 
 
+def test_cif_text_of_a_large_batch_is_written_in_processes_in_order(nacl, si, monkeypatch):
+    from invdesign.design import candidates
+
+    monkeypatch.setattr(candidates, "PARALLEL_MIN_FILES", 2)
+    structures = [nacl, None, si, nacl, si]
+    cands = Candidates(structures, pd.DataFrame({"id": list("abcde")}))
+    assert cands.cifs(n_jobs=2) == cands.cifs()
+    assert cands.cifs()[1] == "" and "Si" in cands.cifs()[2]
+
+
 def test_candidates_slicing_keeps_rows_and_structures_together(nacl, si):
     cands = Candidates([nacl, si], pd.DataFrame({"id": ["a", "b"]}))
     assert cands[1].row["id"] == "b" and cands[1].structure is si
