@@ -204,13 +204,13 @@ class Designer:
              elements: Iterable[str] | None = None, max_atoms: int | None = None,
              prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
              refine_passes: int | None = None, charge_balance: bool = True,
-             progress: StageProgress | None = None
+             progress: StageProgress | None = None, n_jobs: int = 1
              ) -> tuple[list[Structure | None], np.ndarray]:
         """n crystals from p(x | conditions), not yet checked, and the conditions requested
-        for each (n, C) in physical units. `prior`, `screen`, `denoise`, `refine_passes` and
-        `progress` as in `Generator.sample`. With `charge_balance`, a decoded composition that
-        fails SMACT's charge-balance rule is replaced by the decoder's most probable one that
-        passes (`charge_balanced`), where one is among its top choices."""
+        for each (n, C) in physical units. `prior`, `screen`, `denoise`, `refine_passes`,
+        `progress` and `n_jobs` as in `Generator.sample`. With `charge_balance`, a decoded
+        composition that fails SMACT's charge-balance rule is replaced by the decoder's most
+        probable one that passes (`charge_balanced`), where one is among its top choices."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         structures, _, y = self.generator.sample(n, conditions, seed=seed,
@@ -218,7 +218,7 @@ class Designer:
                                                  max_atoms=max_atoms, prior=prior,
                                                  screen=screen, denoise=denoise,
                                                  refine_passes=refine_passes,
-                                                 progress=progress,
+                                                 progress=progress, n_jobs=n_jobs,
                                                  accept=charge_balanced if charge_balance
                                                  else None)
         return structures, self.generator.to_physical(y)

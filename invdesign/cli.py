@@ -396,7 +396,7 @@ def sample(
             saved = load_samples(out, key)
             if saved is None:
                 structures, requested = designer.draw(n, conditions=conditions or None,
-                                                      progress=report, **options)
+                                                      progress=report, n_jobs=jobs, **options)
                 save_samples(out, key, structures, requested)
             else:
                 structures, requested = saved

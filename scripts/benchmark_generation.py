@@ -69,7 +69,7 @@ def throughput(designer: Designer, n: int, jobs: int, balance: bool = True
     """Seconds to sample n crystals, check validity and de-duplicate them (`jobs` processes);
     `balance`: charge-balanced decoding, as the shipped sampler does."""
     start = time.perf_counter()
-    structures = designer.generator.sample(n, seed=123,
+    structures = designer.generator.sample(n, seed=123, n_jobs=jobs,
                                            accept=charge_balanced if balance else None)[0]
     decoded = time.perf_counter()
     table = check_structures([s for s in structures if s is not None], n_jobs=jobs)

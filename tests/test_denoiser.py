@@ -202,6 +202,31 @@ def test_refinement_does_not_depend_on_batching(nacl, si, cu):
         np.testing.assert_allclose(wrapped, 0.0, atol=1e-5)
 
 
+def test_refinement_in_worker_processes_gives_the_serial_result(nacl, si, cu, monkeypatch):
+    """Deterministic schedules are dealt to processes batch by batch with the same result;
+    a schedule that draws noise stays in one process, so its seed keeps its meaning."""
+    from invdesign import generator
+
+    monkeypatch.setattr(generator, "PARALLEL_MIN_REFINE", 2)
+    model = Denoiser(SMALL)
+    batch = [None if s is None else s.copy().perturb(0.05, seed=seed)
+             for seed, s in enumerate((si, nacl, None, cu, nacl, si, cu))]
+    for noise in (False, True):
+        heard: list[tuple[int, int]] = []
+        options = {"steps": 3, "noise": noise, "batch_atoms": 8, "seed": 4}
+        serial = refine_structures(model, batch, **options)
+        dealt = refine_structures(model, batch, n_jobs=2, on_batch=lambda *a, h=heard: h.append(a),
+                                  **options)
+        assert heard[-1] == (6, 6) and [d for d, _ in heard] == sorted(d for d, _ in heard)
+        for a, b in zip(serial, dealt, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a.frac_coords, b.frac_coords)
+                np.testing.assert_array_equal(a.lattice.matrix, b.lattice.matrix)
+    assert not model.draws_noise(noise=False) and model.draws_noise(noise=True)
+    assert model.draws_noise(start="random") and model.draws_noise(stochastic=True)
+
+
 def test_trained_denoiser_pulls_perturbed_crystals_back(nacl, si, cu):
     """Trained on three prototypes, refinement moves perturbed copies closer to them."""
     train = [nacl, si, cu] * 8

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -276,6 +276,15 @@ class Denoiser(nn.Module):
         anisotropic = (per_atom * mask[..., None]).sum(1) / n_atoms[..., None]
         isotropic = self.strain_iso((h * mask).sum(1) / n_atoms)  # (B, 1)
         return eps, anisotropic + isotropic[..., None] * torch.eye(3)
+
+    def draws_noise(self, *, noise: bool | None = None, start: StartPoint | None = None,
+                    stochastic: bool | None = None, **_: Any) -> bool:
+        """Whether `refine` with these options (None: the config's) draws random numbers:
+        without, each crystal's refinement is the same whichever batch or process does it."""
+        c = self.config
+        return bool((c.refine_noise if noise is None else noise)
+                    or (c.refine_start if start is None else start) == "random"
+                    or (c.refine_stochastic if stochastic is None else stochastic))
 
     @torch.no_grad()
     def refine(self, crystals: PaddedCrystals, *, sigma_start: float | None = None,
