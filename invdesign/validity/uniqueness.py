@@ -283,7 +283,7 @@ class ReferenceIndex:
         mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
         known = [i for i, item in enumerate(items) if item.comp_hash in self._by_composition]
         if n_jobs > 1 and self._worth_dealing(items, known):
-            return match_masks(items, self, check_unique=False, n_jobs=n_jobs,
+            return _match_in_workers(items, self, check_unique=False, n_jobs=n_jobs,
                                novel_progress=progress)[1]
         if progress is not None:
             progress(len(items) - len(known), len(items))
@@ -339,7 +339,8 @@ def unique_mask(structures: Sequence[Structure | PreparedStructure], *,
     items = [prepare_structure(s) for s in structures]
     shared = _batch_counts(items)
     if n_jobs > 1 and _worth_dealing(shared):
-        return match_masks(items, settings=settings, n_jobs=n_jobs, unique_progress=progress)[0]
+        return _match_in_workers(items, settings=settings, n_jobs=n_jobs,
+                                 unique_progress=progress)[0]
     seen = ReferenceIndex(settings=settings)
     mask = np.zeros(len(items), dtype=bool)
     if progress is not None:
@@ -377,18 +378,19 @@ def unique_and_novel_masks(structures: Sequence[Structure | PreparedStructure],
                  [i for i, item in enumerate(items) if item.comp_hash in reference._by_composition])
         if _worth_dealing(_batch_counts(items)) or (
                 reference is not None and reference._worth_dealing(items, known)):
-            return match_masks(items, reference, settings=settings, n_jobs=n_jobs,
+            return _match_in_workers(items, reference, settings=settings, n_jobs=n_jobs,
                                unique_progress=unique_progress, novel_progress=novel_progress)
     unique = unique_mask(items, settings=settings, progress=unique_progress)
     novel = None if reference is None else reference.novel_mask(items, progress=novel_progress)
     return unique, novel
 
 
-def match_masks(items: list[PreparedStructure], reference: ReferenceIndex | None = None, *,
-                check_unique: bool = True, settings: MatchSettings | None = None,
-                n_jobs: int = 2, unique_progress: Progress | None = None,
-                novel_progress: Progress | None = None
-                ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _match_in_workers(items: list[PreparedStructure],
+                      reference: ReferenceIndex | None = None, *, check_unique: bool = True,
+                      settings: MatchSettings | None = None, n_jobs: int = 2,
+                      unique_progress: Progress | None = None,
+                      novel_progress: Progress | None = None
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Uniqueness (`check_unique`) and novelty against `reference` (when given) of `items`,
     with whole compositions dealt to `n_jobs` worker processes; the masks are the serial ones.
 
@@ -435,7 +437,7 @@ def match_masks(items: list[PreparedStructure], reference: ReferenceIndex | None
 def _match_part(shared: tuple[list[PreparedStructure], ReferenceIndex | None],
                 indices: list[int], settings: MatchSettings | None, check_unique: bool
                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """In a worker: `match_masks` of the items at `indices` (whole compositions or keys)."""
+    """In a worker: `_match_in_workers` of the items at `indices` (whole compositions or keys)."""
     items, reference = shared
     part = [items[i] for i in indices]
     unique = (unique_mask(part, settings=settings, progress=_Ticker(0)) if check_unique
