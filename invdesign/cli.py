@@ -343,7 +343,8 @@ def sample(
     prior: Annotated[str, typer.Option(
         help="Latent prior: auto (the fitted mixture when the checkpoint has one), fitted or "
              "gaussian.")] = "auto",
-    jobs: Annotated[int, typer.Option(help="Processes for the checks of large batches.")] = 2,
+    jobs: Annotated[int, typer.Option(
+        help="Processes for denoising, checks and CIF files of large batches.")] = 2,
     screen: Annotated[int, typer.Option(
         help="With conditions: latent draws per sample, keeping those the VAE's property "
              "head predicts closest to the request (1: no screening).")] = 8,
