@@ -1,9 +1,10 @@
 """Worker processes for batch jobs over many structures (checks, features, files), with
 progress from inside them.
 
-Where the platform forks, the workers inherit the batch (`worker_pool`'s `shared`) from the
-parent instead of receiving it pickled: pickling 10,000 pymatgen structures there and back
-costs several seconds of the parent's time, more than many of the checks themselves.
+Each worker receives the batch (`worker_pool`'s `shared`) once, when it starts, and its tasks
+receive indices into it. Where the platform forks, the workers inherit it without any
+pickling: pickling 10,000 pymatgen structures there and back costs several seconds of the
+parent's time, more than many of the checks themselves.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ TICK_INTERVAL = 0.1  # s; a worker sends its ticks at most this often
 _ticks: Any = None  # in a worker: the queue its `tick`s go to (set by `worker_pool`)
 _pending: dict[int, int] = {}  # stage -> ticks not sent yet
 _last_sent = 0.0
-_shared: Any = None  # the `shared` object of the innermost open `worker_pool`; forked workers
-# inherit it
+_shared: Any = None  # in a worker: its pool's `shared` object
 
 
-def _set_ticks(ticks: Any) -> None:
-    global _ticks
-    _ticks = ticks
+def _start_worker(ticks: Any, shared: Any) -> None:
+    global _ticks, _shared
+    _ticks, _shared = ticks, shared
     if ticks is not None:
         ticks.cancel_join_thread()  # progress is disposable: never hold up a worker's exit
 
@@ -69,23 +69,14 @@ def worker_pool(n_jobs: int, shared: Any = None, ticks: Any = None) -> Iterator[
     """`n_jobs` worker processes, as a ``submit(function, *args)`` that runs
     ``function(shared, *args)`` in one of them and returns its future.
 
-    Forked workers inherit `shared` (nothing is pickled); spawned ones receive it pickled with
-    every task, so keep `args` small (indices into `shared`). With `ticks`, a queue from
-    `progress_queue`, the workers' `tick` calls go to it. `function` must be a module-level
-    function (it is pickled).
+    Each worker gets `shared` once, as it starts: forked workers inherit it (nothing is
+    pickled), spawned ones unpickle it once; keep `args` small (indices into `shared`). With
+    `ticks`, a queue from `progress_queue`, the workers' `tick` calls go to it. `function`
+    must be a module-level function (it is pickled).
     """
-    global _shared
-    context = _context()
-    previous, _shared = _shared, shared  # set before the first submit forks the workers
-    try:
-        with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_set_ticks,
-                                 initargs=(ticks,)) as pool:
-            if context.get_start_method() == "fork":
-                yield lambda function, *args: pool.submit(_with_shared, function, *args)
-            else:
-                yield lambda function, *args: pool.submit(function, shared, *args)
-    finally:
-        _shared = previous
+    with ProcessPoolExecutor(n_jobs, mp_context=_context(), initializer=_start_worker,
+                             initargs=(ticks, shared)) as pool:
+        yield lambda function, *args: pool.submit(_with_shared, function, *args)
 
 
 def gather(futures: Iterable[Future], ticks: Any, stages: Sequence[Stage]) -> list[Any]:
