@@ -50,6 +50,18 @@ def tick(count: int = 1, stage: int = 0) -> None:
         _last_sent = now
 
 
+class Increments:
+    """A ``progress(done, total)`` that passes on only the increase of `done` since the last
+    call, as ``report(count)`` (e.g. ``partial(tick, stage=1)`` in a worker)."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.report, self.done = report, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.report(done - self.done)
+        self.done = done
+
+
 def _context() -> Any:
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")

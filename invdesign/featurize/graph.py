@@ -26,7 +26,7 @@ from invdesign.featurize.composition import (
     density,
     n_composition_features,
 )
-from invdesign.parallel import map_chunks
+from invdesign.parallel import Increments, map_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -234,17 +234,6 @@ def _build_graphs(structures: list[Structure], *, config: GraphConfig) -> list[C
     return [build_graph(s, config) for s in structures]
 
 
-class _Increments:
-    """`map_chunks`'s progress(done, total) as the increments `featurize_structures` reports."""
-
-    def __init__(self, progress: Callable[[int], None]) -> None:
-        self.progress, self.done = progress, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        self.progress(done - self.done)
-        self.done = done
-
-
 def featurize_structures(
     structures: Sequence[Structure],
     config: GraphConfig = GraphConfig(),
@@ -272,7 +261,7 @@ def featurize_structures(
             return _load(path)
     if n_jobs > 1 and len(structures) >= PARALLEL_MIN_GRAPHS:
         graphs = map_chunks(partial(_build_graphs, config=config), structures, n_jobs,
-                            progress=None if progress is None else _Increments(progress))
+                            progress=None if progress is None else Increments(progress))
     else:
         graphs = []
         for s in structures:

@@ -28,13 +28,14 @@ import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, reduce
+from functools import cached_property, partial, reduce
 
 import numpy as np
 from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
 from pymatgen.core import Structure
 
 from invdesign.parallel import (
+    Increments,
     Progress,
     gather,
     map_chunks,
@@ -280,11 +281,11 @@ class ReferenceIndex:
         processes too.
         """
         items = [prepare_structure(s) for s in structures]
-        mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
         known = [i for i, item in enumerate(items) if item.comp_hash in self._by_composition]
         if n_jobs > 1 and self._worth_dealing(items, known):
             return _match_in_workers(items, self, check_unique=False, n_jobs=n_jobs,
-                               novel_progress=progress)[1]
+                                     novel_progress=progress)[1]
+        mask = np.array([item.comp_hash is not None for item in items], dtype=bool)
         if progress is not None:
             progress(len(items) - len(known), len(items))
         for done, i in enumerate(known, start=len(items) - len(known) + 1):
@@ -379,7 +380,8 @@ def unique_and_novel_masks(structures: Sequence[Structure | PreparedStructure],
         if _worth_dealing(_batch_counts(items)) or (
                 reference is not None and reference._worth_dealing(items, known)):
             return _match_in_workers(items, reference, settings=settings, n_jobs=n_jobs,
-                               unique_progress=unique_progress, novel_progress=novel_progress)
+                                     unique_progress=unique_progress,
+                                     novel_progress=novel_progress)
     unique = unique_mask(items, settings=settings, progress=unique_progress)
     novel = None if reference is None else reference.novel_mask(items, progress=novel_progress)
     return unique, novel
@@ -440,22 +442,13 @@ def _match_part(shared: tuple[list[PreparedStructure], ReferenceIndex | None],
     """In a worker: `_match_in_workers` of the items at `indices` (whole compositions or keys)."""
     items, reference = shared
     part = [items[i] for i in indices]
-    unique = (unique_mask(part, settings=settings, progress=_Ticker(0)) if check_unique
-              else None)
-    novel = None if reference is None else reference.novel_mask(part, progress=_Ticker(1))
+    unique = novel = None
+    if check_unique:
+        unique = unique_mask(part, settings=settings,
+                             progress=Increments(partial(tick, stage=0)))
+    if reference is not None:
+        novel = reference.novel_mask(part, progress=Increments(partial(tick, stage=1)))
     return unique, novel
-
-
-class _Ticker:
-    """In a worker: a ``progress(done, total)`` for one stage of `gather`, sent as ticks."""
-
-    def __init__(self, stage: int) -> None:
-        self.stage = stage
-        self.done = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        tick(done - self.done, self.stage)
-        self.done = done
 
 
 def _composition_key(item: PreparedStructure) -> Hashable:
