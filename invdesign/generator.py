@@ -472,28 +472,35 @@ def refine_structures(denoiser: Denoiser,
     if on_batch is not None:
         on_batch(0, total)
     batches = list(padded_batches(structures, batch_atoms))
-    if n_jobs > 1 and total >= PARALLEL_MIN_REFINE and not denoiser.draws_noise(**options):
-        tasks = [list(range(j, len(batches), 8 * n_jobs)) for j in range(8 * n_jobs)]
-        with worker_pool(n_jobs, shared=(denoiser, batches)) as submit:
-            futures = [submit(_refine_in_worker, task, options) for task in tasks if task]
-            parts = (future.result() for future in as_completed(futures))
-            for part in parts:
-                for idx, arrays in part:
-                    for i, s in zip(idx, structures_from_padded(*arrays), strict=True):
-                        out[i] = s
-                    done += len(idx)
-                if on_batch is not None:
-                    on_batch(done, total)
-        return out
-    gen = torch.Generator().manual_seed(seed)
-    for idx, batch in batches:
-        refined = denoiser.refine(batch, generator=gen, **options)
-        for i, s in zip(idx, structures_from_padded(*_padded_arrays(refined)), strict=True):
-            out[i] = s
-        done += len(idx)
+    parallel = (n_jobs > 1 and total >= PARALLEL_MIN_REFINE
+                and not denoiser.draws_noise(**options))
+    for group in _refined(denoiser, batches, seed, n_jobs if parallel else 1, options):
+        for idx, arrays in group:
+            for i, s in zip(idx, structures_from_padded(*arrays), strict=True):
+                out[i] = s
+            done += len(idx)
         if on_batch is not None:
             on_batch(done, total)
     return out
+
+
+RefinedBatch = tuple[list[int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # indices, arrays
+
+
+def _refined(denoiser: Denoiser, batches: list[tuple[list[int], PaddedCrystals]], seed: int,
+             n_jobs: int, options: dict[str, Any]) -> Iterator[list[RefinedBatch]]:
+    """Groups of refined batches as they finish: each batch in turn in this process
+    (`n_jobs` 1, one seeded generator for all), or dealt to `n_jobs` worker processes."""
+    if n_jobs == 1:
+        gen = torch.Generator().manual_seed(seed)
+        for idx, batch in batches:
+            yield [(idx, _padded_arrays(denoiser.refine(batch, generator=gen, **options)))]
+        return
+    tasks = [list(range(j, len(batches), 8 * n_jobs)) for j in range(8 * n_jobs)]
+    with worker_pool(n_jobs, shared=(denoiser, batches)) as submit:
+        futures = [submit(_refine_in_worker, task, options) for task in tasks if task]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def _padded_arrays(crystals: PaddedCrystals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -501,8 +508,7 @@ def _padded_arrays(crystals: PaddedCrystals) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _refine_in_worker(shared: tuple[Denoiser, list[tuple[list[int], PaddedCrystals]]],
-                      task: list[int], options: dict[str, Any]
-                      ) -> list[tuple[list[int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+                      task: list[int], options: dict[str, Any]) -> list[RefinedBatch]:
     """In a worker (one torch thread): the refined arrays of the batches numbered `task`."""
     torch.set_num_threads(1)
     denoiser, batches = shared

@@ -133,12 +133,6 @@ def decoded_cell(lattice: Sequence[float], z: Sequence[int], frac_coords: np.nda
                        np.mod(np.asarray(frac_coords, dtype=np.float64), 1.0))
 
 
-def frame_to_structure(lattice: Sequence[float], z: Sequence[int],
-                       frac_coords: np.ndarray) -> Structure:
-    """Structure from decoded lattice parameters, atomic numbers and fractional coordinates."""
-    return decoded_cell(lattice, z, frac_coords).to_structure()
-
-
 def padded_positions(structures: Sequence[Structure | DecodedCell]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lattice rows (B, 3, 3), Cartesian positions inside the cell (B, M, 3) and atomic
