@@ -22,6 +22,7 @@ from invdesign.featurize.frames import (
     lattice_from_parameters,
     slot_order,
     slot_species,
+    structure_from_arrays,
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.generator import Generator, alternative_compositions, composition_from_logits
@@ -110,6 +111,16 @@ def test_decoded_cells_scale_and_pad_exactly_as_their_structures():
                                       structure.lattice.matrix)
     for a, b in zip(padded_positions(scaled_cells), padded_positions(scaled), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_structure_from_arrays_is_the_plain_structure():
+    lattice = Lattice.from_parameters(4.1, 5.2, 6.3, 80, 95, 110)
+    numbers = np.array([11, 17, 17, 8])
+    frac = np.random.default_rng(0).uniform(0, 1, (4, 3))
+    fast, plain = structure_from_arrays(lattice, numbers, frac), Structure(lattice, numbers, frac)
+    assert fast == plain
+    assert fast.to(fmt="cif") == plain.to(fmt="cif")
+    assert [site.specie.Z for site in fast] == numbers.tolist()
 
 
 def test_degenerate_lattice_is_rejected():

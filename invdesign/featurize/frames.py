@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 from pymatgen.core import Composition, Element, Lattice, Structure
@@ -122,7 +123,20 @@ class DecodedCell:
         return replace(self, lattice=self.lattice.scale(volume))
 
     def to_structure(self) -> Structure:
-        return Structure(self.lattice, self.numbers.tolist(), self.frac_coords)
+        return structure_from_arrays(self.lattice, self.numbers, self.frac_coords)
+
+
+@cache
+def _site_species(z: int) -> Composition:
+    """The species of a site of element z, shared by every such site: pymatgen would build a
+    new (immutable) Composition per site, most of the cost of a small Structure."""
+    return Composition({Element.from_Z(z): 1})
+
+
+def structure_from_arrays(lattice: Lattice, numbers: np.ndarray, frac_coords: np.ndarray
+                          ) -> Structure:
+    """`Structure(lattice, numbers, frac_coords)`, built about twice as fast."""
+    return Structure(lattice, [_site_species(z) for z in numbers.tolist()], frac_coords)
 
 
 def decoded_cell(lattice: Sequence[float], z: Sequence[int], frac_coords: np.ndarray
@@ -153,6 +167,6 @@ def structures_from_padded(lattice: np.ndarray, frac_coords: np.ndarray, numbers
     out = []
     for cell, frac, z in zip(lattice, frac_coords, numbers, strict=True):
         keep = z > 0
-        out.append(Structure(Lattice(np.asarray(cell, dtype=np.float64)), z[keep].tolist(),
-                             frac[keep]))
+        out.append(structure_from_arrays(Lattice(np.asarray(cell, dtype=np.float64)), z[keep],
+                                         frac[keep]))
     return out
