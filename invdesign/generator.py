@@ -17,14 +17,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pymatgen.core import Element, Structure
+from pymatgen.core import Element, Lattice, Structure
 from scipy.special import log_softmax
 
 from invdesign.featurize.batch import collate
 from invdesign.featurize.frames import (
     DecodedCell,
     crystal_frames,
-    decoded_cell,
+    lattice_matrices,
     padded_positions,
     slot_species,
     structures_from_padded,
@@ -347,19 +347,16 @@ class Generator:
         vocab = self.model.vocab.numpy()
         counts = composition_from_logits(logits, n_species, max_total=limit, accept=accept,
                                          vocab=vocab)  # (B, V)
-        coords = out.coords.numpy()
-        lattice = self.model.lattice_parameters(out.lattice).numpy()
+        frac = np.mod(out.coords.numpy().astype(np.float64), 1.0)
+        matrices, usable = lattice_matrices(self.model.lattice_parameters(out.lattice).numpy())
         cells: list[DecodedCell | None] = []
         for i, row in enumerate(counts):
             n = int(row.sum())
-            if n == 0 or n > limit:
+            if n == 0 or n > limit or not usable[i]:
                 cells.append(None)
                 continue
             z = slot_species(_as_dict(row, vocab))
-            try:
-                cells.append(decoded_cell(lattice[i], z, coords[i, :n]))
-            except ValueError:
-                cells.append(None)
+            cells.append(DecodedCell(Lattice(matrices[i]), z, frac[i, :n]))
         return cells
 
     def reconstruct(self, structures: Sequence[Structure], *,

@@ -20,6 +20,8 @@ from invdesign.featurize.frames import (
     crystal_frames,
     decoded_cell,
     lattice_from_parameters,
+    lattice_matrices,
+    scaled_matrices,
     slot_order,
     slot_species,
     structure_from_arrays,
@@ -121,6 +123,23 @@ def test_structure_from_arrays_is_the_plain_structure():
     assert fast == plain
     assert fast.to(fmt="cif") == plain.to(fmt="cif")
     assert [site.specie.Z for site in fast] == numbers.tolist()
+
+
+def test_lattice_matrices_and_their_scaling_are_pymatgens_bit_for_bit():
+    rng = np.random.default_rng(3)
+    params = np.c_[rng.uniform(2, 9, (300, 3)), rng.uniform(50, 130, (300, 3))]
+    matrices, usable = lattice_matrices(params)
+    assert 0.5 < usable.mean() < 1  # some angle triples close no cell
+    volumes = rng.uniform(20, 300, 300)[usable]
+    scaled = scaled_matrices(matrices[usable], volumes)
+    for row, matrix, new, volume in zip(params[usable], matrices[usable], scaled, volumes,
+                                        strict=True):
+        lattice = Lattice.from_parameters(*row)
+        np.testing.assert_array_equal(matrix, lattice.matrix)
+        np.testing.assert_array_equal(new, lattice.scale(volume).matrix)
+    bad = [[3, 3, -1, 90, 90, 90], [3, 3, 3, 90, 180, 90], [3, 3, 3, 120, 120, 120],
+           [3, np.nan, 3, 90, 90, 90]]
+    assert not lattice_matrices(bad)[1].any()
 
 
 def test_degenerate_lattice_is_rejected():

@@ -8,9 +8,10 @@ atoms of the rarest species, so any choice of origin among them is equally corre
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -83,15 +84,49 @@ def crystal_frames(structures: Sequence[Structure]) -> list[CrystalFrame]:
     return [crystal_frame(s) for s in structures]
 
 
+def lattice_matrices(parameters: np.ndarray | Sequence[Sequence[float]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice rows (B, 3, 3) from (B, 6) parameters (a, b, c in A; alpha, beta, gamma in
+    degrees), computed as `Lattice.from_parameters` computes them (same bits), and which rows
+    are usable: lengths > 0, angles in (0, 180) and a finite volume above 1e-6 A^3."""
+    p = np.asarray(parameters, dtype=np.float64).reshape(-1, 6)
+    a, b, c = p[:, 0], p[:, 1], p[:, 2]
+    with np.errstate(all="ignore"):
+        radians = np.radians(p[:, 3:])
+        cos, sin = np.cos(radians), np.sin(radians)
+        gamma_star = np.arccos(np.clip((cos[:, 0] * cos[:, 1] - cos[:, 2])
+                                       / (sin[:, 0] * sin[:, 1]), -1, 1))
+        matrices = np.zeros((len(p), 3, 3))
+        matrices[:, 0, 0], matrices[:, 0, 2] = a * sin[:, 1], a * cos[:, 1]
+        matrices[:, 1, 0] = -b * sin[:, 0] * np.cos(gamma_star)
+        matrices[:, 1, 1] = b * sin[:, 0] * np.sin(gamma_star)
+        matrices[:, 1, 2] = b * cos[:, 0]
+        matrices[:, 2, 2] = c
+        volume = np.abs(np.linalg.det(matrices))
+    usable = ((p[:, :3] > 0).all(1) & ((p[:, 3:] > 0) & (p[:, 3:] < 180)).all(1)
+              & np.isfinite(volume) & (volume > 1e-6))
+    return matrices, usable
+
+
 def lattice_from_parameters(parameters: Sequence[float]) -> Lattice:
-    """Lattice from (a, b, c, alpha, beta, gamma); raises ValueError when it has no volume."""
-    a, b, c, alpha, beta, gamma = (float(p) for p in parameters)
-    if min(a, b, c) <= 0 or not all(0 < x < 180 for x in (alpha, beta, gamma)):
-        raise ValueError(f"lattice parameters out of range: {parameters}")
-    lattice = Lattice.from_parameters(a, b, c, alpha, beta, gamma)
-    if not np.isfinite(lattice.volume) or lattice.volume <= 1e-6:
-        raise ValueError(f"lattice parameters give no volume: {parameters}")
-    return lattice
+    """Lattice from (a, b, c, alpha, beta, gamma); raises ValueError when it is unusable
+    (see `lattice_matrices`)."""
+    matrices, usable = lattice_matrices([parameters])
+    if not usable[0]:
+        raise ValueError(f"lattice parameters out of range or without volume: {parameters}")
+    return Lattice(matrices[0])
+
+
+def scaled_matrices(matrices: np.ndarray, volumes: np.ndarray) -> np.ndarray:
+    """Lattice rows (B, 3, 3) scaled isotropically to `volumes` (B,), operation for operation
+    as `Lattice.scale` scales one lattice (same bits)."""
+    lengths = np.sqrt(np.sum(matrices ** 2, axis=2))  # (B, 3)
+    columns = matrices / lengths[:, None, :]  # Lattice.scale divides columns by the lengths
+    geo_factor = np.abs(np.sum(np.cross(columns[:, 0], columns[:, 1]) * columns[:, 2], axis=1))
+    ratios = lengths / lengths[:, 2:]
+    base = np.asarray(volumes, dtype=np.float64) / (geo_factor * np.prod(ratios, axis=1))
+    new_c = np.array([math.pow(x, 1 / 3.0) for x in base.tolist()])  # libm pow, as a scalar
+    return columns * (new_c[:, None] * ratios)[:, None, :]
 
 
 @dataclass(frozen=True)
@@ -117,10 +152,6 @@ class DecodedCell:
         """As ``Structure.composition`` gives it (elements in order of first appearance)."""
         return Composition({Element.from_Z(int(z)): float(n)
                             for z, n in Counter(self.numbers.tolist()).items()})
-
-    def scaled(self, volume: float) -> DecodedCell:
-        """The cell scaled isotropically to `volume` (A^3), fractional coordinates kept."""
-        return replace(self, lattice=self.lattice.scale(volume))
 
     def to_structure(self) -> Structure:
         return structure_from_arrays(self.lattice, self.numbers, self.frac_coords)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Lattice, Structure
 from scipy.optimize import nnls
 
-from invdesign.featurize.frames import DecodedCell
+from invdesign.featurize.frames import DecodedCell, scaled_matrices
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,21 @@ class AtomicVolumes:
 
     def rescale(self, structures: Sequence[Structure | DecodedCell | None]
                 ) -> list[Structure | DecodedCell | None]:
-        """Copies scaled (isotropically, fractional coordinates kept) to the predicted volume;
-        a structure with an element the model lacks, and None, pass unchanged."""
-        out: list[Structure | DecodedCell | None] = []
-        for s in structures:
-            target = math.nan if s is None else self.predict(s.composition)
-            if s is None or not math.isfinite(target):
-                out.append(s)
-            elif isinstance(s, DecodedCell):
-                out.append(s.scaled(target))
-            else:
-                out.append(Structure(s.lattice.scale(target), s.species, s.frac_coords,
-                                     site_properties=s.site_properties))
+        """Copies scaled (isotropically, fractional coordinates kept) to the predicted volume,
+        all in one batch; a structure with an element the model lacks, and None, pass
+        unchanged."""
+        targets = [math.nan if s is None else self.predict(s.composition) for s in structures]
+        scale = [i for i, v in enumerate(targets) if math.isfinite(v)]
+        out = list(structures)
+        if not scale:
+            return out
+        matrices = scaled_matrices(np.stack([structures[i].lattice.matrix for i in scale]),
+                                   np.array([targets[i] for i in scale]))
+        for i, matrix in zip(scale, matrices, strict=True):
+            s, lattice = structures[i], Lattice(matrix)
+            out[i] = (replace(s, lattice=lattice) if isinstance(s, DecodedCell) else
+                      Structure(lattice, s.species, s.frac_coords,
+                                site_properties=s.site_properties))
         return out
 
     def save(self, path: str | Path) -> Path:
