@@ -356,6 +356,11 @@ def sample(
         help="Passes down the denoiser's noise ladder (default: the checkpoint's, 12 for "
              "vae-carbon24): fewer passes refine faster but cover the data less well.")]
         = None,
+    refine_cell: Annotated[bool | None, typer.Option(
+        "--refine-cell/--keep-cell",
+        help="Let the denoiser refine the decoded cell too, or keep it (default: the "
+             "checkpoint's; vae-mp-binary and vae-carbon24 refine it). Kept cells give more "
+             "novel but less typical crystals.")] = None,
     charge_balance: Annotated[bool, typer.Option(
         help="Replace a decoded composition that fails SMACT charge balance by the decoder's "
              "most probable one that passes (--no-charge-balance: the raw decoder).")] = True,
@@ -388,7 +393,7 @@ def sample(
         designer = Designer.load(model, surrogate=surrogate)
         options = {"seed": seed, "temperature": temperature, "prior": prior, "screen": screen,
                    "denoise": denoise, "refine_passes": refine_passes,
-                   "charge_balance": charge_balance}
+                   "refine_cell": refine_cell, "charge_balance": charge_balance}
         key = {"model": str(model), "version": __version__, "n": n,
                "checkpoint": checkpoint_fingerprint(designer.checkpoint),
                "conditions": {k: list(v) if isinstance(v, tuple) else v

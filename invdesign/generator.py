@@ -303,17 +303,21 @@ class Generator:
         return self.denoiser is not None if denoise is None else denoise
 
     def denoise(self, structures: Sequence[Structure | DecodedCell | None], *, seed: int = 0,
-                passes: int | None = None, progress: StageProgress | None = None,
-                n_jobs: int = 1) -> list[Structure | None]:
+                passes: int | None = None, cell: bool | None = None,
+                progress: StageProgress | None = None, n_jobs: int = 1
+                ) -> list[Structure | None]:
         """Refine decoded coordinates with the checkpoint's denoiser (None entries pass);
-        `passes` down its noise ladder, by default the number its card records; `progress`
-        hears ("denoising", structures done, total) after each batch; `n_jobs` processes
-        for large batches (`refine_structures`)."""
+        `passes` down its noise ladder and `cell` (refine the cell too, or keep it) by
+        default as its card records; `progress` hears ("denoising", structures done, total)
+        after each batch; `n_jobs` processes for large batches (`refine_structures`)."""
         if self.denoiser is None:
             raise ValueError("this checkpoint has no denoiser; train one with "
                              "`invdesign train denoiser --model DIR`")
+        if cell and not self.denoiser.config.lattice_noise:
+            raise ValueError("this checkpoint's denoiser cannot refine cells (trained without "
+                             "--lattice-noise)")
         return refine_structures(
-            self.denoiser, structures, seed=seed, passes=passes, n_jobs=n_jobs,
+            self.denoiser, structures, seed=seed, passes=passes, cell=cell, n_jobs=n_jobs,
             on_batch=None if progress is None else partial(progress, "denoising"))
 
     def allowed_columns(self, elements: Iterable[str | int]) -> np.ndarray:
@@ -384,8 +388,9 @@ class Generator:
                elements: Iterable[str | int] | None = None,
                max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
                denoise: bool | None = None, accept: CompositionCheck | None = None,
-               refine_passes: int | None = None, progress: StageProgress | None = None,
-               n_jobs: int = 1) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
+               refine_passes: int | None = None, refine_cell: bool | None = None,
+               progress: StageProgress | None = None, n_jobs: int = 1
+               ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
         z comes from the mixture fitted to the training encodings, conditioned on y
@@ -396,8 +401,10 @@ class Generator:
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
         of 1 / `screen` (1: no screening). The kept crystals are then denoised as in `decode`,
         with `refine_passes` passes down the denoiser's ladder (default: the checkpoint's
-        choice; fewer refine faster but cover the data less well; `progress` as in
-        `denoise`; `n_jobs` processes for large batches);
+        choice; fewer refine faster but cover the data less well; `refine_cell` True or
+        False refines the decoded cell or keeps it, where the denoiser learnt cell strains
+        (default: the card's; kept cells give more novel, less typical crystals); `progress`
+        as in `denoise`; `n_jobs` processes for large batches);
         `accept` checks compositions as in `decode`.
 
         Returns:
@@ -410,11 +417,12 @@ class Generator:
                              "scripts/fit_latent_prior.py or use prior='gaussian'")
         if screen < 1:
             raise ValueError(f"screen must be >= 1, got {screen}")
-        if refine_passes is not None and not self._denoises(denoise):
-            raise ValueError("refine_passes needs a denoiser: this checkpoint has none"
-                             if self.denoiser is None else
-                             "refine_passes was given with denoising off (denoise=False, "
-                             "--no-denoise)")
+        for name, value in (("refine_passes", refine_passes), ("refine_cell", refine_cell)):
+            if value is not None and not self._denoises(denoise):
+                raise ValueError(f"{name} needs a denoiser: this checkpoint has none"
+                                 if self.denoiser is None else
+                                 f"{name} was given with denoising off (denoise=False, "
+                                 "--no-denoise)")
         if refine_passes is not None and refine_passes < 1:
             raise ValueError(f"refine_passes must be at least 1, got {refine_passes}")
         rng = np.random.default_rng(seed)
@@ -431,8 +439,8 @@ class Generator:
             keep = self.screen(_built(cells), conditions, n)
             cells, z, y = [cells[i] for i in keep], z[keep], y[keep]
         if self._denoises(denoise):
-            return self.denoise(cells, seed=seed, passes=refine_passes, progress=progress,
-                                n_jobs=n_jobs), z, y
+            return self.denoise(cells, seed=seed, passes=refine_passes, cell=refine_cell,
+                                progress=progress, n_jobs=n_jobs), z, y
         return _built(cells), z, y
 
 

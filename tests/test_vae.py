@@ -28,7 +28,7 @@ from invdesign.featurize.frames import (
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
 from invdesign.generator import Generator, alternative_compositions, composition_from_logits
-from invdesign.models.denoiser import DenoiserConfig
+from invdesign.models.denoiser import Denoiser, DenoiserConfig
 from invdesign.models.reconstruction import (
     align,
     periodic_cost,
@@ -470,6 +470,23 @@ def test_denoiser_is_trained_on_the_split_saved_and_used_by_sampling(trained, tm
         again.sample(3, seed=0, denoise=False, refine_passes=2)
     with pytest.raises(ValueError, match="at least 1"):
         again.sample(3, seed=0, refine_passes=0)
+    with pytest.raises(ValueError, match="cannot refine cells"):
+        again.sample(3, seed=0, refine_cell=True)
+    # a denoiser that learnt cell strains refines the cell unless asked to keep it
+    shipped = again.denoiser
+    widened = Denoiser(replace(config, lattice_noise=0.1)).eval()
+    widened.load_widened(shipped)  # same position predictions, a zero cell head
+    with torch.no_grad():
+        widened.strain_iso.bias.fill_(-0.5)  # sees every cell compressed, so expands it
+    again.denoiser = widened
+    grown = again.sample(8, seed=0)[0]
+    kept = again.sample(8, seed=0, refine_cell=False)[0]
+    assert _same_samples(kept, refined)
+    for a, b, c in zip(plain, grown, kept, strict=True):
+        if a is not None:
+            assert b.volume > 1.01 * a.volume
+            np.testing.assert_allclose(c.lattice.matrix, a.lattice.matrix, atol=1e-4)
+    again.denoiser = shipped
     heard = []
     again.sample(8, seed=0, progress=lambda *report: heard.append(report))
     present = sum(s is not None for s in refined)
