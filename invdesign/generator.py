@@ -313,9 +313,6 @@ class Generator:
         if self.denoiser is None:
             raise ValueError("this checkpoint has no denoiser; train one with "
                              "`invdesign train denoiser --model DIR`")
-        if cell and not self.denoiser.config.lattice_noise:
-            raise ValueError("this checkpoint's denoiser cannot refine cells (trained without "
-                             "--lattice-noise)")
         return refine_structures(
             self.denoiser, structures, seed=seed, passes=passes, cell=cell, n_jobs=n_jobs,
             on_batch=None if progress is None else partial(progress, "denoising"))
@@ -425,6 +422,9 @@ class Generator:
                                  "--no-denoise)")
         if refine_passes is not None and refine_passes < 1:
             raise ValueError(f"refine_passes must be at least 1, got {refine_passes}")
+        if refine_cell and not self.denoiser.config.lattice_noise:
+            raise ValueError("this checkpoint's denoiser cannot refine cells (trained without "
+                             "--lattice-noise)")
         rng = np.random.default_rng(seed)
         draws = n * screen if conditions and screen > 1 else n
         y = self.draw_conditions(draws, conditions, rng)
