@@ -243,7 +243,8 @@ class Designer:
                  constraints: Sequence[str] | str | None = None,
                  elements: Iterable[str] | None = None, max_atoms: int | None = None,
                  method: Method = "both", score: ScoreMode = "mean", kappa: float = 1.0,
-                 budget: int = 3000, seed: int = 0, minimize: bool = False) -> Candidates:
+                 budget: int = 3000, seed: int = 0, minimize: bool = False,
+                 refine_cell: bool | None = None) -> Candidates:
         """Search the latent space for valid, unique, novel crystals that maximise `objective`.
 
         Args:
@@ -259,6 +260,8 @@ class Designer:
                 chemistry).
             score: "mean", "lcb" (mean - kappa * std) or "ei" (expected improvement).
             budget: decoded candidates to evaluate in all.
+            refine_cell: whether the denoiser also refines the shortlist's decoded cells
+                (default: as its card says) or keeps them (False: more novel, less typical).
 
         Returns:
             Candidates ranked best first, all valid, unique, novel, plausible (no pair closer
@@ -284,7 +287,8 @@ class Designer:
             raise ValueError(f"max_atoms must be >= 1, got {max_atoms}")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        search = _Search(self, scorers[0], elements, max_atoms)
+        self.generator.check_refinement(refine_cell=refine_cell)
+        search = _Search(self, scorers[0], elements, max_atoms, refine_cell=refine_cell)
         start = time.perf_counter()
         starts = self._starting_points(scorers[0], seed)
         if method in ("gradient", "both"):
@@ -392,8 +396,10 @@ class _Search:
     """Bookkeeping of one optimisation: every decoded candidate and its score."""
 
     def __init__(self, designer: Designer, scorer: Scorer, elements: list[str] | None,
-                 max_atoms: int | None, per_formula: int = 3):
+                 max_atoms: int | None, per_formula: int = 3,
+                 refine_cell: bool | None = None):
         self.designer = designer
+        self.refine_cell = refine_cell
         self.scorer = scorer
         self.elements = elements
         self.max_atoms = max_atoms
@@ -465,7 +471,7 @@ class _Search:
         if generator.denoiser is None:
             return [self.structures[i] for i in keep]
         todo = [i for i in keep if i not in self.refined]
-        denoised = generator.denoise([self.structures[i] for i in todo])
+        denoised = generator.denoise([self.structures[i] for i in todo], cell=self.refine_cell)
         self.refined.update(zip(todo, map(design_ready, denoised), strict=True))
         return [s for s in (self.refined[i] for i in keep) if s is not None]
 

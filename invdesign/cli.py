@@ -474,6 +474,11 @@ def generate(
     relax_calculator: Annotated[str, typer.Option(
         help="Potential of the --relax screen (CHGNet: 2-2.6x faster than the default oracle, "
              "and the hull with the most labelled binaries).")] = _SCREEN_POTENTIAL,
+    refine_cell: Annotated[bool | None, typer.Option(
+        "--refine-cell/--keep-cell",
+        help="Let the denoiser refine the shortlist's decoded cells too, or keep them "
+             "(default: the checkpoint's). Kept cells give more novel but less typical "
+             "crystals.")] = None,
 ) -> None:
     """Find valid, unique, novel crystals that maximise an objective (shipped models)."""
     from invdesign.api import generate as run_generate
@@ -491,7 +496,8 @@ def generate(
                             elements=[e.strip() for e in elements.split(",") if e.strip()]
                             if elements else None,
                             max_atoms=max_atoms, method=method, score=score, kappa=kappa,
-                            budget=budget, seed=seed, minimize=minimize)
+                            budget=budget, seed=seed, minimize=minimize,
+                            refine_cell=refine_cell)
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err))
     Console().print(_top_table(best.table, out))

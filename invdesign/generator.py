@@ -380,6 +380,22 @@ class Generator:
         decoded = self.decode(mu, denoise=False)
         return self.denoise(decoded, passes=1) if denoise else decoded
 
+    def check_refinement(self, refine_passes: int | None = None,
+                         refine_cell: bool | None = None, denoise: bool | None = None) -> None:
+        """Raise ValueError where `refine_passes` or `refine_cell` ask the denoiser for what
+        it cannot do: none, denoising off, fewer than one pass, cells without a cell head."""
+        for name, value in (("refine_passes", refine_passes), ("refine_cell", refine_cell)):
+            if value is not None and not self._denoises(denoise):
+                raise ValueError(f"{name} needs a denoiser: this checkpoint has none"
+                                 if self.denoiser is None else
+                                 f"{name} was given with denoising off (denoise=False, "
+                                 "--no-denoise)")
+        if refine_passes is not None and refine_passes < 1:
+            raise ValueError(f"refine_passes must be at least 1, got {refine_passes}")
+        if refine_cell and not self.denoiser.config.lattice_noise:
+            raise ValueError("this checkpoint's denoiser cannot refine cells (trained without "
+                             "--lattice-noise)")
+
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
@@ -414,17 +430,7 @@ class Generator:
                              "scripts/fit_latent_prior.py or use prior='gaussian'")
         if screen < 1:
             raise ValueError(f"screen must be >= 1, got {screen}")
-        for name, value in (("refine_passes", refine_passes), ("refine_cell", refine_cell)):
-            if value is not None and not self._denoises(denoise):
-                raise ValueError(f"{name} needs a denoiser: this checkpoint has none"
-                                 if self.denoiser is None else
-                                 f"{name} was given with denoising off (denoise=False, "
-                                 "--no-denoise)")
-        if refine_passes is not None and refine_passes < 1:
-            raise ValueError(f"refine_passes must be at least 1, got {refine_passes}")
-        if refine_cell and not self.denoiser.config.lattice_noise:
-            raise ValueError("this checkpoint's denoiser cannot refine cells (trained without "
-                             "--lattice-noise)")
+        self.check_refinement(refine_passes, refine_cell, denoise)
         rng = np.random.default_rng(seed)
         draws = n * screen if conditions and screen > 1 else n
         y = self.draw_conditions(draws, conditions, rng)

@@ -124,6 +124,29 @@ def test_optimize_returns_ranked_valid_unique_novel_candidates(designer, method)
         assert np.all(np.diff(table["score"].to_numpy()) <= 1e-12)
 
 
+def test_shortlist_denoises_with_the_requested_cell_choice(designer, nacl, si, monkeypatch):
+    """`optimize(refine_cell=...)` (`generate --keep-cell`) reaches the denoiser; without a
+    denoiser the request is refused before any search."""
+    from invdesign.api import _Search
+
+    with pytest.raises(ValueError, match="needs a denoiser"):
+        designer.optimize("E * alpha", n=2, budget=10, refine_cell=False)
+    heard = []
+
+    def denoise(structures, **kwargs):
+        heard.append(kwargs.get("cell"))
+        return list(structures)
+
+    monkeypatch.setattr(designer.generator, "denoiser", object())
+    monkeypatch.setattr(designer.generator, "denoise", denoise)
+    for choice in (False, True, None):
+        search = _Search(designer, Scorer.parse("K"), None, None, refine_cell=choice)
+        search.structures, search.scores = [nacl, si], [2.0, 1.0]
+        assert [s.composition for s in search.shortlist(2)] == [nacl.composition,
+                                                                 si.composition]
+    assert heard == [False, True, None]
+
+
 def test_ranking_keeps_valid_unique_novel_candidates_best_first(designer, nacl, cu, si):
     """The ranking step on known crystals (the toy generator above may decode none that
     survive every check, which would leave the end-to-end tests with nothing to rank)."""
