@@ -24,6 +24,7 @@ from invdesign.featurize.batch import collate
 from invdesign.featurize.frames import (
     DecodedCell,
     crystal_frames,
+    decoded_cell,
     lattice_matrices,
     padded_positions,
     slot_species,
@@ -348,7 +349,7 @@ class Generator:
         vocab = self.model.vocab.numpy()
         counts = composition_from_logits(logits, n_species, max_total=limit, accept=accept,
                                          vocab=vocab)  # (B, V)
-        frac = np.mod(out.coords.numpy().astype(np.float64), 1.0)
+        coords = out.coords.numpy()
         matrices, usable = lattice_matrices(self.model.lattice_parameters(out.lattice).numpy())
         cells: list[DecodedCell | None] = []
         for i, row in enumerate(counts):
@@ -357,7 +358,7 @@ class Generator:
                 cells.append(None)
                 continue
             z = slot_species(_as_dict(row, vocab))
-            cells.append(DecodedCell(Lattice(matrices[i]), z, frac[i, :n]))
+            cells.append(decoded_cell(Lattice(matrices[i]), z, coords[i, :n]))
         return cells
 
     def reconstruct(self, structures: Sequence[Structure], *,

@@ -170,11 +170,13 @@ def structure_from_arrays(lattice: Lattice, numbers: np.ndarray, frac_coords: np
     return Structure(lattice, [_site_species(z) for z in numbers.tolist()], frac_coords)
 
 
-def decoded_cell(lattice: Sequence[float], z: Sequence[int], frac_coords: np.ndarray
-                 ) -> DecodedCell:
-    """Cell from decoded lattice parameters, atomic numbers and fractional coordinates
-    (wrapped into [0, 1)); raises ValueError for a lattice without volume."""
-    return DecodedCell(lattice_from_parameters(lattice), np.asarray(z, dtype=np.int64),
+def decoded_cell(lattice: Lattice | Sequence[float], z: Sequence[int],
+                 frac_coords: np.ndarray) -> DecodedCell:
+    """Cell from a lattice (or decoded lattice parameters), atomic numbers and fractional
+    coordinates (wrapped into [0, 1)); raises ValueError for parameters without volume."""
+    if not isinstance(lattice, Lattice):
+        lattice = lattice_from_parameters(lattice)
+    return DecodedCell(lattice, np.asarray(z, dtype=np.int64),
                        np.mod(np.asarray(frac_coords, dtype=np.float64), 1.0))
 
 
