@@ -68,6 +68,12 @@ def scores(samples: Crystals, reference: Crystals, cutoffs: tuple[float, float]
                                                          reference.n_elements))}
 
 
+def mean_sd(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="VAE checkpoint (name or folder): its split is used")
@@ -89,39 +95,35 @@ def main() -> None:
     cutoffs = cov_cutoffs(args.dataset)
     train = Crystals.of(parts.train, args.jobs)
     held_out = Crystals.of(getattr(parts, args.part), args.jobs)
+    volumes = generator.volumes  # where shipped: the same draws at the additive volumes
+    at_volumes = None if volumes is None else np.array(
+        [s.density * s.volume / volumes.predict(s.composition) for s in parts.train])
     draws: dict[str, list[dict[str, float]]] = {f"{args.part} part": [],
                                                 "other training crystals": []}
+    volume_emds = []
     for repeat in range(args.repeats):
         order = np.random.default_rng(repeat).permutation(len(parts.train))
-        samples = train[order[n_ref:n_ref + n_samples]]
+        picked = order[n_ref:n_ref + n_samples]
+        samples = train[picked]
         draws[f"{args.part} part"].append(scores(samples, held_out, cutoffs))
         draws["other training crystals"].append(scores(samples, train[order[:n_ref]],
                                                        cutoffs))
+        if at_volumes is not None:
+            volume_emds.append(wasserstein_distance(at_volumes[picked], held_out.density))
     print(f"{folder.name}: {n_samples} real training crystals against {n_ref} reference "
           f"crystals, {args.repeats} draws, COV cutoffs {cutoffs}")
     print("| reference | " + " | ".join(KEYS) + " |\n|---" + "|---" * len(KEYS) + "|")
     summary = {}
     for name, rows in draws.items():
-        values = {k: np.array([row[k] for row in rows]) for k in KEYS}
-        summary[name] = {k: {"mean": float(v.mean()),
-                             "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
-                         for k, v in values.items()}
+        summary[name] = {k: mean_sd([row[k] for row in rows]) for k in KEYS}
         print(f"| {name} ({n_ref}) | " + " | ".join(
             f"{summary[name][k]['mean']:.4f} +- {summary[name][k]['sd']:.4f}" for k in KEYS)
             + " |")
-    volumes = generator.volumes
-    if volumes is not None:  # the same draws with each cell at its additive atomic volume
-        scaled = np.array([s.density * s.volume / volumes.predict(s.composition)
-                           for s in parts.train])
-        emd = np.array([wasserstein_distance(scaled[np.random.default_rng(r).permutation(
-            len(parts.train))[n_ref:n_ref + n_samples]], held_out.density)
-            for r in range(args.repeats)])
-        summary["atomic volumes"] = {"emd_density": {"mean": float(emd.mean()),
-                                                     "sd": float(emd.std(ddof=1))
-                                                     if len(emd) > 1 else 0.0}}
+    if volume_emds:
+        emd = summary["atomic volumes"] = {"emd_density": mean_sd(volume_emds)}
         print(f"EMD density of the same draws against the {args.part} part, each cell at the "
-              f"checkpoint's additive atomic volume: {emd.mean():.4f} +- "
-              f"{summary['atomic volumes']['emd_density']['sd']:.4f}")
+              f"checkpoint's additive atomic volume: {emd['emd_density']['mean']:.4f} +- "
+              f"{emd['emd_density']['sd']:.4f}")
     print(json.dumps({"model": folder.name, "part": args.part, "n_samples": n_samples,
                       "n_reference": n_ref, "repeats": args.repeats, "summary": summary}))
 
