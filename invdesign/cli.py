@@ -364,6 +364,12 @@ def sample(
     charge_balance: Annotated[bool, typer.Option(
         help="Replace a decoded composition that fails SMACT charge balance by the decoder's "
              "most probable one that passes (--no-charge-balance: the raw decoder).")] = True,
+    stoichiometry: Annotated[bool | None, typer.Option(
+        "--known-stoichiometry/--any-stoichiometry",
+        help="Keep decoded compositions to the kinds of formula the training crystals have "
+             "(reduced amounts in electronegativity order: BaTiO3 and SrZrO3 are one kind, "
+             "RhO3F another), taking the decoder's most probable one that is (default: where "
+             "the checkpoint records them; vae-perov5 does).")] = None,
     relax: Annotated[bool, typer.Option(
         help="Relax every decoded sample (cell and ions) with --relax-calculator in --jobs "
              "processes, then check and predict the relaxed crystals; relaxations stream to "
@@ -393,7 +399,8 @@ def sample(
         designer = Designer.load(model, surrogate=surrogate)
         options = {"seed": seed, "temperature": temperature, "prior": prior, "screen": screen,
                    "denoise": denoise, "refine_passes": refine_passes,
-                   "refine_cell": refine_cell, "charge_balance": charge_balance}
+                   "refine_cell": refine_cell, "charge_balance": charge_balance,
+                   "stoichiometry": stoichiometry}
         key = {"model": str(model), "version": __version__, "n": n,
                "checkpoint": checkpoint_fingerprint(designer.checkpoint),
                "conditions": {k: list(v) if isinstance(v, tuple) else v

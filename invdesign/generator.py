@@ -31,6 +31,7 @@ from invdesign.featurize.frames import (
     structures_from_padded,
 )
 from invdesign.featurize.graph import GraphConfig, featurize_structures
+from invdesign.featurize.stoichiometry import StoichiometryPatterns
 from invdesign.featurize.volume import AtomicVolumes
 from invdesign.models.checkpoint import load_checkpoint, save_checkpoint, update_card_meta
 from invdesign.models.denoiser import Denoiser, PaddedCrystals
@@ -48,6 +49,7 @@ REFERENCE_PROPERTIES_FILE = "reference_properties.csv"  # their labels and deriv
 LATENT_PRIOR_FILE = "latent_prior.npz"  # mixture fitted to the training encodings
 DENOISER_FILE = "denoiser.pt"  # coordinate denoiser refining decoded crystals
 VOLUMES_FILE = "atomic_volumes.json"  # additive volumes that scale decoded cells
+STOICHIOMETRIES_FILE = "stoichiometries.json"  # training patterns that sampling keeps to
 REFINE_STEPS = 200  # latent refinement steps when reconstructing a given crystal
 DECODE_BATCH = 1024  # latent rows decoded at once: (rows, elements, counts) logits in float64
 SCREEN = 8  # conditional sampling: decoded draws per returned sample, screened by the head
@@ -68,7 +70,8 @@ class Generator:
     def __init__(self, *, model: CrystalVAE, graph_config: GraphConfig,
                  conditions: Sequence[str], meta: dict[str, Any] | None = None,
                  latent_prior: LatentMixture | None = None, denoiser: Denoiser | None = None,
-                 volumes: AtomicVolumes | None = None):
+                 volumes: AtomicVolumes | None = None,
+                 stoichiometries: StoichiometryPatterns | None = None):
         self.model = model.eval()
         self.graph_config = graph_config
         self.conditions = list(conditions)
@@ -76,6 +79,7 @@ class Generator:
         self.latent_prior = latent_prior  # fitted p(z, y); None: sample the Gaussian prior
         self.denoiser = denoiser  # refines decoded coordinates; None: one-shot decoding only
         self.volumes = volumes  # sets decoded cell volumes; None: the lattice head's volumes
+        self.stoichiometries = stoichiometries  # kinds of formula sampling keeps to; None: any
 
     @property
     def config(self) -> VAEConfig:
@@ -104,14 +108,19 @@ class Generator:
                     if denoiser_file.exists() else None)
         volumes_file = Path(folder) / VOLUMES_FILE
         volumes = AtomicVolumes.load(volumes_file) if volumes_file.exists() else None
+        patterns_file = Path(folder) / STOICHIOMETRIES_FILE
+        stoichiometries = (StoichiometryPatterns.load(patterns_file)
+                           if patterns_file.exists() else None)
         return cls(model=model, graph_config=GraphConfig(**config["graph"]),
                    conditions=config["conditions"], meta=payload["meta"],
-                   latent_prior=latent_prior, denoiser=denoiser, volumes=volumes)
+                   latent_prior=latent_prior, denoiser=denoiser, volumes=volumes,
+                   stoichiometries=stoichiometries)
 
     def save(self, folder: str | Path, *, weights: bool = True) -> Path:
         """Write the checkpoint folder. `weights=False` is for parts fitted after training
-        (latent prior, denoiser, atomic volumes, figures in the card): the VAE's weights file
-        in `folder` is kept as it is and only the card's metadata and the parts are written."""
+        (latent prior, denoiser, atomic volumes, stoichiometric patterns, figures in the
+        card): the VAE's weights file in `folder` is kept as it is and only the card's
+        metadata and the parts are written."""
         folder = Path(folder)
         if weights:
             config = {"conditions": self.conditions, "graph": asdict(self.graph_config),
@@ -120,23 +129,18 @@ class Generator:
                             state_dicts=[self.model.state_dict()], meta=self.meta)
         else:
             update_card_meta(folder, self.meta)
-        prior_file = folder / LATENT_PRIOR_FILE
-        if self.latent_prior is not None:
-            self.latent_prior.save(prior_file)
-        elif prior_file.exists():
-            prior_file.unlink()
-        denoiser_file = folder / DENOISER_FILE
-        if self.denoiser is not None:
-            tmp = denoiser_file.with_suffix(".tmp")
-            torch.save(self.denoiser.state(), tmp)
-            tmp.replace(denoiser_file)
-        elif denoiser_file.exists():
-            denoiser_file.unlink()
-        volumes_file = folder / VOLUMES_FILE
-        if self.volumes is not None:
-            self.volumes.save(volumes_file)
-        elif volumes_file.exists():
-            volumes_file.unlink()
+        parts = ((LATENT_PRIOR_FILE, self.latent_prior), (DENOISER_FILE, self.denoiser),
+                 (VOLUMES_FILE, self.volumes), (STOICHIOMETRIES_FILE, self.stoichiometries))
+        for name, part in parts:  # each written whole, or removed where it was dropped
+            path = folder / name
+            if part is None:
+                path.unlink(missing_ok=True)
+            elif isinstance(part, Denoiser):
+                tmp = path.with_suffix(".tmp")
+                torch.save(part.state(), tmp)
+                tmp.replace(path)
+            else:
+                part.save(path)
         return folder
 
     # ----- conditions -------------------------------------------------------------------------
@@ -397,14 +401,29 @@ class Generator:
             raise ValueError("this checkpoint's denoiser cannot refine cells (trained without "
                              "--lattice-noise)")
 
+    def with_stoichiometry(self, accept: CompositionCheck | None,
+                           stoichiometry: bool | None = None) -> CompositionCheck | None:
+        """`accept` joined by the checkpoint's stoichiometric patterns (`stoichiometries`:
+        the kinds of formula its training crystals have) where `stoichiometry` asks; None asks
+        where the checkpoint has them."""
+        if stoichiometry is None:
+            stoichiometry = self.stoichiometries is not None
+        if not stoichiometry:
+            return accept
+        if self.stoichiometries is None:
+            raise ValueError("this checkpoint has no stoichiometric patterns; fit them with "
+                             "scripts/fit_stoichiometries.py")
+        allows = self.stoichiometries.allows
+        return allows if accept is None else (lambda counts: allows(counts) and accept(counts))
+
     def sample(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
                seed: int = 0, temperature: float = 1.0,
                elements: Iterable[str | int] | None = None,
                max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
                denoise: bool | None = None, accept: CompositionCheck | None = None,
                refine_passes: int | None = None, refine_cell: bool | None = None,
-               progress: StageProgress | None = None, n_jobs: int = 1
-               ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
+               stoichiometry: bool | None = None, progress: StageProgress | None = None,
+               n_jobs: int = 1) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
         z comes from the mixture fitted to the training encodings, conditioned on y
@@ -419,7 +438,8 @@ class Generator:
         False refines the decoded cell or keeps it, where the denoiser learnt cell strains
         (default: the card's; kept cells give more novel, less typical crystals); `progress`
         as in `denoise`; `n_jobs` processes for large batches);
-        `accept` checks compositions as in `decode`.
+        `accept` checks compositions as in `decode`, together with the checkpoint's
+        stoichiometric patterns where `stoichiometry` asks (`with_stoichiometry`).
 
         Returns:
             (structures, z (n, latent), standardised conditions (n, C)).
@@ -432,6 +452,7 @@ class Generator:
         if screen < 1:
             raise ValueError(f"screen must be >= 1, got {screen}")
         self.check_refinement(refine_passes, refine_cell, denoise)
+        accept = self.with_stoichiometry(accept, stoichiometry)
         rng = np.random.default_rng(seed)
         draws = n * screen if conditions and screen > 1 else n
         y = self.draw_conditions(draws, conditions, rng)
@@ -562,7 +583,8 @@ def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = N
 
     With `accept` (a check on {atomic number: count}, e.g. SMACT charge balance) and the
     columns' atomic numbers `vocab`, a rejected row takes the most probable accepted
-    composition among `alternative_compositions` instead; if none passes, it stays as it is.
+    composition among `alternative_compositions` of as many elements instead, else of one
+    element fewer, else of one more; if none passes, it stays as it is.
     """
     shifted = logits - logits.max(-1, keepdims=True)
     probs = np.exp(shifted)
@@ -583,7 +605,10 @@ def composition_from_logits(logits: np.ndarray, n_species: np.ndarray | None = N
         if max_total is not None and len(chosen) <= max_total:
             _cap_total(counts[i], logits[i], chosen, max_total)
         if accept is not None and counts[i].any() and not accept(_as_dict(counts[i], vocab)):
-            for candidate in alternative_compositions(logits[i], len(chosen), max_total):
+            candidates = itertools.chain.from_iterable(
+                alternative_compositions(logits[i], size, max_total)
+                for size in (len(chosen), len(chosen) - 1, len(chosen) + 1) if size >= 1)
+            for candidate in candidates:  # generated lazily: most rows stop at the first
                 if accept(_as_dict(candidate, vocab)):
                     counts[i] = candidate
                     break

@@ -67,10 +67,12 @@ def dataset_of(name: str, meta: dict) -> str:
 def throughput(designer: Designer, n: int, jobs: int, balance: bool = True
                ) -> dict[str, float]:
     """Seconds to sample n crystals, check validity and de-duplicate them (`jobs` processes);
-    `balance`: charge-balanced decoding, as the shipped sampler does."""
+    `balance`: charge-balanced decoding (and the checkpoint's stoichiometric patterns), as the
+    shipped sampler does; else the raw decoder."""
     start = time.perf_counter()
     structures = designer.generator.sample(n, seed=123, n_jobs=jobs,
-                                           accept=charge_balanced if balance else None)[0]
+                                           accept=charge_balanced if balance else None,
+                                           stoichiometry=None if balance else False)[0]
     decoded = time.perf_counter()
     table = check_structures([s for s in structures if s is not None], n_jobs=jobs)
     checked = time.perf_counter()
@@ -133,14 +135,15 @@ def sample_scores(designer: Designer, samples, test, dataset: str, jobs: int
 
 def sampler_comparison(designer: Designer, train, test, dataset: str, args: argparse.Namespace
                        ) -> dict[str, dict[str, float]]:
-    """The fitted latent prior and the Gaussian prior with the raw decoder (no charge
-    balancing: the figures comparable with CDVAE's), and real training crystals."""
+    """The shipped sampler (charge-balanced decoding, kept to the checkpoint's stoichiometric
+    patterns where it has them), the fitted latent prior and the Gaussian prior with the raw
+    decoder (neither: the figures comparable with CDVAE's), and real training crystals."""
     generator = designer.generator
     shipped = generator.sample(args.n_samples, seed=0, accept=charge_balanced)[0]
     rows = {"shipped sampler (charge-balanced decoding)": sample_scores(
         designer, shipped, test, dataset, args.jobs)}
     if generator.latent_prior is not None:
-        raw = generator.sample(args.n_samples, seed=0, prior="fitted")[0]
+        raw = generator.sample(args.n_samples, seed=0, prior="fitted", stoichiometry=False)[0]
         same = all((a is None and b is None) or (a is not None and b is not None and a == b)
                    for a, b in zip(shipped, raw, strict=True))  # nothing needed balancing
         rows["fitted prior, raw decoder"] = (
@@ -149,8 +152,8 @@ def sampler_comparison(designer: Designer, train, test, dataset: str, args: argp
     if not args.baselines:
         return rows
     rows["Gaussian prior, raw decoder"] = sample_scores(
-        designer, generator.sample(args.n_samples, seed=0, prior="gaussian")[0], test, dataset,
-        args.jobs)
+        designer, generator.sample(args.n_samples, seed=0, prior="gaussian",
+                                   stoichiometry=False)[0], test, dataset, args.jobs)
     pick = np.random.default_rng(0).choice(len(train), min(args.n_samples, len(train)),
                                            replace=False)
     rows["real crystals (training split)"] = sample_scores(

@@ -141,6 +141,7 @@ def test_generate_relax_screens_and_keeps_its_relaxations(models, tmp_path):
     (["sample", "--refine-passes", "2"], "needsadenoiser"),
     (["sample", "--keep-cell"], "refine_cellneedsadenoiser"),
     (["generate", "--keep-cell"], "refine_cellneedsadenoiser"),
+    (["sample", "--known-stoichiometry"], "nostoichiometricpatterns"),
 ])
 def test_bad_requests_exit_with_a_clear_message(models, tmp_path, args, message):
     _, vae, surrogate = models

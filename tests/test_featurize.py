@@ -152,3 +152,40 @@ def test_parallel_featurisation_gives_the_same_graphs(nacl, cu, monkeypatch):
         for field in ("atomic_numbers", "edge_index", "distances", "angles", "global_features"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
         assert (a.volume_per_atom, a.density) == (b.volume_per_atom, b.density)
+
+
+def _counts(formula: str) -> dict[int, int]:
+    from pymatgen.core import Composition
+
+    return {el.Z: int(n) for el, n in Composition(formula).items()}
+
+
+def test_stoichiometric_pattern_is_the_reduced_formula_in_electronegativity_order():
+    from invdesign.featurize.stoichiometry import stoichiometry_pattern
+
+    assert stoichiometry_pattern(_counts("BaTiO3")) == (1, 1, 3)  # X: Ba 0.89, Ti 1.54, O
+    assert stoichiometry_pattern(_counts("Sr2Zr2O6")) == (1, 1, 3)  # reduced
+    assert stoichiometry_pattern(_counts("RhO3F")) == (1, 3, 1)  # Rh 2.28 < O 3.44 < F 3.98
+    assert stoichiometry_pattern(_counts("Al4O6")) == (2, 3)
+    assert stoichiometry_pattern(_counts("O6Al4")) == (2, 3)  # order of the input is moot
+    assert stoichiometry_pattern({18: 2, 17: 1}) == (1, 2)  # Ar has no X: last, no crash
+
+
+def test_stoichiometric_patterns_fit_allow_and_round_trip(tmp_path, nacl, cu):
+    from invdesign.featurize.stoichiometry import StoichiometryPatterns
+
+    perovskite = Structure(Lattice.cubic(4.0), ["Ba", "Ti", "O", "O", "O"],
+                           [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5],
+                            [0, 0.5, 0.5]])
+    patterns = StoichiometryPatterns.fit([perovskite, nacl, cu])
+    assert patterns.patterns == {(1, 1, 3), (1, 1), (1,)}
+    assert patterns.allows(_counts("SrZrO3")) and patterns.allows(_counts("K4Br4"))
+    assert not patterns.allows(_counts("RhO3F")) and not patterns.allows(_counts("Al2O3"))
+    path = patterns.save(tmp_path / "stoichiometries.json")
+    assert StoichiometryPatterns.load(path) == patterns
+    with pytest.raises(ValueError, match="at least one"):
+        StoichiometryPatterns.fit([])
+    for bad in ("{", '[[1, 0]]', "[]", '["AB3"]'):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=r"stoichiometries\.json"):
+            StoichiometryPatterns.load(path)

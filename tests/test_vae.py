@@ -548,3 +548,37 @@ def test_atomic_volumes_scale_decoded_cells_and_round_trip(trained, tmp_path, na
     loaded.volumes = None
     loaded.save(out)
     assert not (out / "atomic_volumes.json").exists()
+
+
+def test_sampling_keeps_to_the_stoichiometric_patterns_the_checkpoint_records(trained,
+                                                                              tmp_path):
+    from invdesign.featurize.stoichiometry import (
+        StoichiometryPatterns,
+        stoichiometry_pattern,
+        structure_counts,
+    )
+
+    _, folder, _ = trained
+    generator = Generator.load(folder)
+    with pytest.raises(ValueError, match="no stoichiometric patterns"):
+        generator.sample(2, stoichiometry=True)
+
+    def patterns_of(samples):
+        return [stoichiometry_pattern(structure_counts(s)) for s in samples if s is not None]
+
+    raw = patterns_of(generator.sample(40, seed=2, denoise=False)[0])
+    common = max(set(raw), key=raw.count)
+    assert len(set(raw)) > 1  # the toy decoder draws several kinds of formula
+    kept = StoichiometryPatterns(frozenset({common}))
+    generator.stoichiometries = kept
+    out = tmp_path / "with-patterns"
+    shutil.copytree(folder, out)
+    generator.save(out, weights=False)
+    loaded = Generator.load(out)
+    assert loaded.stoichiometries == kept
+    samples = loaded.sample(40, seed=2, denoise=False)[0]  # default: the card's patterns
+    assert patterns_of(samples).count(common) > raw.count(common)
+    assert patterns_of(loaded.sample(40, seed=2, denoise=False, stoichiometry=False)[0]) == raw
+    loaded.stoichiometries = None
+    loaded.save(out, weights=False)
+    assert not (out / "stoichiometries.json").exists()
