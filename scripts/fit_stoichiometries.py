@@ -3,11 +3,11 @@ on its validation split whether sampling should keep to them.
 
 The patterns (reduced amounts in electronegativity order, `StoichiometryPatterns`) come from
 the checkpoint's training split only. The shipped sampler (seed 0, charge-balanced decoding)
-is run without and with them, and both sample sets are scored (CDVAE validity, COV-R/COV-P,
-EMDs) against the *validation* crystals, or with `--part test` against the test crystals once
-the choice is made. `--apply` stores the patterns in the checkpoint (`sample` then keeps to
-them by default) and records the comparison in its card; do it only where the samples kept
-to the patterns score better.
+is run without and with them, and both sample sets are scored (CDVAE validity, uniqueness,
+novelty against the checkpoint's training file, COV-R/COV-P, EMDs) against the *validation*
+crystals, or with `--part test` against the test crystals once the choice is made. `--apply`
+stores the patterns in the checkpoint (`sample` then keeps to them by default) and records
+the comparison in its card; do it only where the samples kept to the patterns score better.
 
     python scripts/fit_stoichiometries.py vae-perov5 --dataset perov_5 --apply
     python scripts/fit_stoichiometries.py vae-perov5 --dataset perov_5 --part test
@@ -22,14 +22,15 @@ from datetime import date
 import numpy as np
 import torch
 
-from invdesign.api import charge_balanced
+from invdesign.api import Designer, charge_balanced
 from invdesign.evaluate.generation import generation_metrics
 from invdesign.featurize.stoichiometry import StoichiometryPatterns, structure_counts
-from invdesign.generator import Generator
 from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import split_structures
+from invdesign.validity.report import check_structures, validity_rates
 
-KEYS = ("struct_valid", "comp_valid", "cov_r", "cov_p", "emd_density", "emd_n_elements")
+KEYS = ("struct_valid", "comp_valid", "unique", "novel", "cov_r", "cov_p", "emd_density",
+        "emd_n_elements")
 
 
 def main() -> None:
@@ -47,7 +48,8 @@ def main() -> None:
         parser.error("--apply decides on the validation split: drop --part test")
     torch.set_num_threads(1)
     folder = resolve_checkpoint(args.model)
-    generator = Generator.load(folder)
+    designer = Designer.load(folder, surrogate=None)
+    generator = designer.generator
     parts = split_structures(generator)
     train, held_out = parts.train, getattr(parts, args.part)
     patterns = StoichiometryPatterns.fit(train)
@@ -66,6 +68,9 @@ def main() -> None:
         decoded = [s for s in samples if s is not None]
         share = float(np.mean([patterns.allows(structure_counts(s)) for s in decoded]))
         metrics = generation_metrics(samples, held_out, args.dataset, n_jobs=args.jobs)
+        rates = validity_rates(check_structures(decoded, reference=designer.reference,
+                                                n_jobs=args.jobs))
+        metrics |= {k: rates[k] for k in ("unique", "novel")}
         report[name] = {"with_a_training_pattern": share} | {k: float(metrics[k])
                                                                for k in KEYS}
         print(f"| {name} | {share:.1%} | " + " | ".join(f"{metrics[k]:.4f}" for k in KEYS)
