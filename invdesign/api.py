@@ -251,6 +251,9 @@ class Designer:
                  refine_cell: bool | None = None) -> Candidates:
         """Search the latent space for valid, unique, novel crystals that maximise `objective`.
 
+        Decoded compositions are charge-balanced and, where the generator records the
+        stoichiometric patterns of its training crystals, of those kinds (as `draw` decodes).
+
         Args:
             objective: expression over property names (e.g. "E * alpha"); several expressions
                 rank candidates by Pareto front first, then by the first expression.
@@ -414,6 +417,9 @@ class _Search:
         self.found: Counter[str] = Counter()  # in-domain candidates per reduced formula
         self.evaluated = 0
         self.radius = trust_radius(designer.generator.config.latent)
+        # decoded compositions: charge-balanced, of the checkpoint's kinds of formula if it
+        # records them (as `sample` decodes them)
+        self.accept = designer.generator.with_stoichiometry(charge_balanced)
 
     def evaluate(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Decode, screen cheaply, score with the surrogate; -inf for unusable candidates.
@@ -427,7 +433,7 @@ class _Search:
         self.evaluated += len(z)
         decoded = self.designer.generator.decode(z, y, elements=self.elements,
                                                  max_atoms=self.max_atoms,
-                                                 accept=charge_balanced, denoise=False)
+                                                 accept=self.accept, denoise=False)
         scores = np.full(len(z), -np.inf)
         ready = [design_ready(s) for s in decoded]
         usable = [i for i, s in enumerate(ready) if s is not None]

@@ -324,3 +324,26 @@ def test_search_decodes_one_shot_and_denoises_only_the_shortlist(designer, monke
     assert denoised
     for s in best.structures:
         assert any(s.composition == d.composition for d in denoised)
+
+
+def test_search_decodes_to_the_checkpoints_stoichiometric_patterns(designer, monkeypatch):
+    """Where the generator records training patterns, the search's decoded compositions
+    keep to them, as `sample` does; otherwise only charge balance is asked."""
+    from invdesign.api import _Search
+    from invdesign.featurize.stoichiometry import StoichiometryPatterns
+
+    heard = []
+
+    def decode(z, y=None, **kwargs):
+        heard.append(kwargs["accept"])
+        return [None] * len(z)
+
+    monkeypatch.setattr(designer.generator, "decode", decode)
+    z = np.zeros((2, designer.generator.config.latent), np.float32)
+    _Search(designer, Scorer.parse("K"), None, None).evaluate(z)
+    monkeypatch.setattr(designer.generator, "stoichiometries",
+                        StoichiometryPatterns(frozenset({(1,)})))
+    assert np.isneginf(_Search(designer, Scorer.parse("K"), None, None).evaluate(z)).all()
+    plain, kept = heard
+    assert plain({11: 1, 17: 1}) and plain({29: 4})
+    assert not kept({11: 1, 17: 1}) and kept({29: 4})
