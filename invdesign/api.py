@@ -190,7 +190,8 @@ class Designer:
                prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
                refine_passes: int | None = None, refine_cell: bool | None = None,
                charge_balance: bool = True, stoichiometry: bool | None = None,
-               n_jobs: int = 1, progress: StageProgress | None = None) -> Candidates:
+               best_of: int | None = None, n_jobs: int = 1,
+               progress: StageProgress | None = None) -> Candidates:
         """n crystals from p(x | conditions), each assessed: `draw`, then
         `assess_samples` (`progress` hears the sampling and the check stages)."""
         structures, requested = self.draw(n, conditions, seed=seed, temperature=temperature,
@@ -199,7 +200,8 @@ class Designer:
                                           refine_passes=refine_passes,
                                           refine_cell=refine_cell,
                                           charge_balance=charge_balance,
-                                          stoichiometry=stoichiometry, progress=progress)
+                                          stoichiometry=stoichiometry, best_of=best_of,
+                                          progress=progress)
         return self.assess_samples(structures, requested, n_jobs=n_jobs, progress=progress)
 
     def draw(self, n: int, conditions: Mapping[str, Condition] | None = None, *,
@@ -208,11 +210,11 @@ class Designer:
              prior: Prior = "auto", screen: int = SCREEN, denoise: bool | None = None,
              refine_passes: int | None = None, refine_cell: bool | None = None,
              charge_balance: bool = True, stoichiometry: bool | None = None,
-             progress: StageProgress | None = None, n_jobs: int = 1
-             ) -> tuple[list[Structure | None], np.ndarray]:
+             best_of: int | None = None, progress: StageProgress | None = None,
+             n_jobs: int = 1) -> tuple[list[Structure | None], np.ndarray]:
         """n crystals from p(x | conditions), not yet checked, and the conditions requested
         for each (n, C) in physical units. `prior`, `screen`, `denoise`, `refine_passes`,
-        `refine_cell`, `progress` and `n_jobs` as in `Generator.sample`. With
+        `refine_cell`, `best_of`, `progress` and `n_jobs` as in `Generator.sample`. With
         `charge_balance`, a decoded composition that fails SMACT's charge-balance rule is
         replaced by the decoder's most probable one that passes (`charge_balanced`), where
         one is among its top choices; with `stoichiometry` (default: where the checkpoint has
@@ -226,6 +228,7 @@ class Designer:
                                                  refine_passes=refine_passes,
                                                  refine_cell=refine_cell,
                                                  stoichiometry=stoichiometry,
+                                                 best_of=best_of,
                                                  progress=progress, n_jobs=n_jobs,
                                                  accept=charge_balanced if charge_balance
                                                  else None)

@@ -370,6 +370,11 @@ def sample(
              "(reduced amounts in electronegativity order: BaTiO3 and SrZrO3 are one kind, "
              "RhO3F another), taking the decoder's most probable one that is (default: where "
              "the checkpoint records them; vae-perov5 does).")] = None,
+    best_of: Annotated[int | None, typer.Option(
+        help="Latent codes drawn per sample (same condition and mixture component); the one "
+             "whose decoded crystal encodes back closest to its code is kept, which turns "
+             "away blends of training crystals (default: the checkpoint's; 2 for vae-perov5, "
+             "1 elsewhere).")] = None,
     relax: Annotated[bool, typer.Option(
         help="Relax every decoded sample (cell and ions) with --relax-calculator in --jobs "
              "processes, then check and predict the relaxed crystals; relaxations stream to "
@@ -400,7 +405,7 @@ def sample(
         options = {"seed": seed, "temperature": temperature, "prior": prior, "screen": screen,
                    "denoise": denoise, "refine_passes": refine_passes,
                    "refine_cell": refine_cell, "charge_balance": charge_balance,
-                   "stoichiometry": stoichiometry}
+                   "stoichiometry": stoichiometry, "best_of": best_of}
         key = {"model": str(model), "version": __version__, "n": n,
                "checkpoint": checkpoint_fingerprint(designer.checkpoint),
                "conditions": {k: list(v) if isinstance(v, tuple) else v

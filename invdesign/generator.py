@@ -228,6 +228,23 @@ class Generator:
                              + np.maximum(head - hi[given], 0)).sum(1)
         return np.sort(np.argsort(miss, kind="stable")[:n])
 
+    @property
+    def best_of(self) -> int:
+        """Codes drawn per sampled crystal, as the card records (`sampling.best_of`; 1)."""
+        return int(self.meta.get("sampling", {}).get("best_of", 1))
+
+    def closest_reencodings(self, structures: Sequence[Structure | None], z: np.ndarray,
+                            group: int) -> np.ndarray:
+        """Index of one draw in each run of `group` consecutive draws: the one whose
+        re-encoding (posterior mean) lies closest to the code `z` it was decoded from;
+        undecodable draws lose to any decoded one."""
+        distance = np.full(len(structures), np.inf)
+        decoded = [i for i, s in enumerate(structures) if s is not None]
+        if decoded:
+            mu, _ = self.encode([structures[i] for i in decoded])
+            distance[decoded] = ((mu - z[decoded]) ** 2).sum(1)
+        return np.arange(0, len(structures), group) + distance.reshape(-1, group).argmin(1)
+
     # ----- encode / decode --------------------------------------------------------------------
     def encode(self, structures: Sequence[Structure], *, refine_steps: int = 0,
                batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -422,13 +439,18 @@ class Generator:
                max_atoms: int | None = None, prior: Prior = "auto", screen: int = SCREEN,
                denoise: bool | None = None, accept: CompositionCheck | None = None,
                refine_passes: int | None = None, refine_cell: bool | None = None,
-               stoichiometry: bool | None = None, progress: StageProgress | None = None,
-               n_jobs: int = 1) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
+               stoichiometry: bool | None = None, best_of: int | None = None,
+               progress: StageProgress | None = None, n_jobs: int = 1
+               ) -> tuple[list[Structure | None], np.ndarray, np.ndarray]:
         """Sample n crystals from p(x | y), y from `draw_conditions`.
 
         z comes from the mixture fitted to the training encodings, conditioned on y
         (`prior="fitted"`; the default "auto" uses it when the checkpoint has one), or from the
         VAE's own prior N(prior(y), I) (`prior="gaussian"`). `temperature` scales the noise.
+        With `best_of` k > 1 (default: the card's, `self.best_of`), each crystal is the best of
+        k codes drawn for the same y (and mixture component): the one whose re-encoding lands
+        closest to the code it was decoded from (`closest_reencodings`), which turns away
+        blends that decode between the training crystals' codes.
         With conditions, `screen` x n crystals are decoded, encoded again, and the n whose
         property-head prediction best agrees with the request are kept: a cycle-consistency
         filter with the VAE's own encoder and head (no surrogate), at a fixed acceptance rate
@@ -451,18 +473,26 @@ class Generator:
                              "scripts/fit_latent_prior.py or use prior='gaussian'")
         if screen < 1:
             raise ValueError(f"screen must be >= 1, got {screen}")
+        best_of = self.best_of if best_of is None else best_of
+        if best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {best_of}")
         self.check_refinement(refine_passes, refine_cell, denoise)
         accept = self.with_stoichiometry(accept, stoichiometry)
         rng = np.random.default_rng(seed)
         draws = n * screen if conditions and screen > 1 else n
         y = self.draw_conditions(draws, conditions, rng)
         if prior != "gaussian" and self.latent_prior is not None:
-            z = self.latent_prior.sample(y, rng, temperature)
+            z = self.latent_prior.sample(y, rng, temperature, per_row=best_of)
         else:
             with torch.no_grad():
-                mean = self.model.prior_mean(torch.from_numpy(y)).numpy()
+                mean = np.repeat(self.model.prior_mean(torch.from_numpy(y)).numpy(), best_of,
+                                 axis=0)
             z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
-        cells = self._decode_cells(z, y, elements, max_atoms, accept)
+        cells = self._decode_cells(z, np.repeat(y, best_of, axis=0), elements, max_atoms,
+                                   accept)
+        if best_of > 1:
+            keep = self.closest_reencodings(_built(cells), z, best_of)
+            cells, z = [cells[i] for i in keep], z[keep]
         if draws > n:
             keep = self.screen(_built(cells), conditions, n)
             cells, z, y = [cells[i] for i in keep], z[keep], y[keep]

@@ -142,6 +142,7 @@ def test_generate_relax_screens_and_keeps_its_relaxations(models, tmp_path):
     (["sample", "--keep-cell"], "refine_cellneedsadenoiser"),
     (["generate", "--keep-cell"], "refine_cellneedsadenoiser"),
     (["sample", "--known-stoichiometry"], "nostoichiometricpatterns"),
+    (["sample", "--best-of", "0"], "best_ofmustbe>=1"),
 ])
 def test_bad_requests_exit_with_a_clear_message(models, tmp_path, args, message):
     _, vae, surrogate = models

@@ -70,3 +70,18 @@ def test_fit_rejects_non_finite_codes():
     z[3, 1] = np.nan
     with pytest.raises(ValueError, match="finite"):
         LatentMixture.fit(z, np.zeros((10, 0)), z_val=np.zeros((4, 2)), y_val=np.zeros((4, 0)))
+
+
+def test_draws_per_row_share_the_rows_component_and_default_to_one():
+    eye = np.eye(2) * 0.01
+    prior = LatentMixture(weights=np.array([0.5, 0.5]), means=np.array([[-5.0], [5.0]]) @
+                          np.ones((1, 2)), covariances=np.stack([eye, eye]), latent=2)
+    y = np.zeros((300, 0))
+    z = prior.sample(y, np.random.default_rng(4), per_row=3)
+    assert z.shape == (900, 2)
+    side = (z[:, 0] > 0).reshape(300, 3)
+    assert (side.all(1) | ~side.any(1)).all()  # each row's three draws: one component
+    assert 0.4 < side[:, 0].mean() < 0.6  # and the rows still follow the weights
+    assert (np.diff(z.reshape(300, 3, 2), axis=1) != 0).all()  # separate draws, not copies
+    np.testing.assert_array_equal(prior.sample(y, np.random.default_rng(4), per_row=1),
+                                  prior.sample(y, np.random.default_rng(4)))

@@ -582,3 +582,27 @@ def test_sampling_keeps_to_the_stoichiometric_patterns_the_checkpoint_records(tr
     loaded.stoichiometries = None
     loaded.save(out, weights=False)
     assert not (out / "stoichiometries.json").exists()
+
+
+def test_best_of_keeps_the_draw_that_encodes_back_closest_to_its_code(trained, nacl, cu, si):
+    generator = Generator.load(trained[1])
+    mu, _ = generator.encode([nacl, cu, si])
+    far = mu + 50.0
+    # groups of two: (far, exact), (exact, far), (None, far)
+    z = np.stack([far[0], mu[0], mu[1], far[1], mu[2], far[2]])
+    chosen = generator.closest_reencodings([nacl, nacl, cu, cu, None, si], z, 2)
+    assert chosen.tolist() == [1, 2, 5]
+
+    assert generator.best_of == 1  # nothing in the card
+    plain = generator.sample(12, seed=5, denoise=False)
+    assert [s.formula if s else None for s in plain[0]] == [
+        s.formula if s else None for s in generator.sample(12, seed=5, denoise=False,
+                                                           best_of=1)[0]]
+    generator.meta["sampling"] = {"best_of": 3}
+    structures, z_kept, y = generator.sample(12, seed=5, denoise=False)
+    assert len(structures) == len(z_kept) == len(y) == 12
+    again = generator.sample(12, seed=5, denoise=False, best_of=3)[0]
+    assert [s.formula if s else None for s in structures] == [s.formula if s else None
+                                                               for s in again]
+    with pytest.raises(ValueError, match="best_of must be >= 1"):
+        generator.sample(2, best_of=0)

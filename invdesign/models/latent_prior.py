@@ -84,10 +84,12 @@ class LatentMixture:
         return mixture, scores
 
     def sample(self, y: np.ndarray, rng: np.random.Generator,
-               temperature: float = 1.0) -> np.ndarray:
+               temperature: float = 1.0, per_row: int = 1) -> np.ndarray:
         """z ~ p(z | y) for each row of the standardised conditions y (n, C); (n, D).
 
-        `temperature` scales the spread of each conditional component about its mean.
+        `temperature` scales the spread of each conditional component about its mean. With
+        `per_row` > 1, (n * per_row, D): `per_row` consecutive draws for each row of y, all
+        from the component drawn for that row.
         """
         d = self.latent
         y = np.asarray(y, dtype=np.float64).reshape(len(y), self.n_conditions)
@@ -112,8 +114,9 @@ class LatentMixture:
         mean = mz[pick]
         if self.n_conditions:
             mean = mean + np.einsum("ndc,nc->nd", gain[pick], y - my[pick])
+        pick, mean = np.repeat(pick, per_row), np.repeat(mean, per_row, axis=0)
         chol = np.linalg.cholesky(cov + 1e-9 * np.eye(d))
-        normal = rng.standard_normal((n, d))
+        normal = rng.standard_normal((n * per_row, d))
         noise = np.empty_like(normal)
         for k in np.unique(pick):  # per component, not an (n, D, D) stack of factors
             rows = pick == k
