@@ -234,25 +234,35 @@ class Generator:
         return int(self.meta.get("sampling", {}).get("best_of", 1))
 
     def closest_reencodings(self, structures: Sequence[Structure | None], z: np.ndarray,
-                            group: int) -> np.ndarray:
+                            group: int, n_jobs: int = 1) -> np.ndarray:
         """Index of one draw in each run of `group` consecutive draws: the one whose
         re-encoding (posterior mean) lies closest to the code `z` it was decoded from;
-        undecodable draws lose to any decoded one."""
+        undecodable draws lose to any decoded one. `n_jobs` as in `encode`."""
         distance = np.full(len(structures), np.inf)
         decoded = [i for i, s in enumerate(structures) if s is not None]
         if decoded:
-            mu, _ = self.encode([structures[i] for i in decoded])
+            mu, _ = self.encode([structures[i] for i in decoded], n_jobs=n_jobs)
             distance[decoded] = ((mu - z[decoded]) ** 2).sum(1)
         return np.arange(0, len(structures), group) + distance.reshape(-1, group).argmin(1)
 
     # ----- encode / decode --------------------------------------------------------------------
     def encode(self, structures: Sequence[Structure], *, refine_steps: int = 0,
-               batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+               batch_size: int = 512, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and log-variance of z for each structure, (n, latent) each.
 
         With `refine_steps` > 0 the means are then fitted to their crystals by that many
         gradient steps on the reconstruction error (`refine_latent`): slower, far closer.
+        With `n_jobs` > 1 and at least `PARALLEL_MIN_ENCODE` structures, the batches are
+        dealt to `n_jobs` processes of one torch thread each (the same batches, so the same
+        codes).
         """
+        if n_jobs > 1 and len(structures) >= PARALLEL_MIN_ENCODE:
+            starts = range(0, len(structures), batch_size)
+            with worker_pool(n_jobs, shared=(self, structures)) as submit:
+                parts = [submit(_encode_in_worker, start, batch_size, refine_steps)
+                         for start in starts]
+                mus, logvars = zip(*(part.result() for part in parts), strict=True)
+            return np.concatenate(mus), np.concatenate(logvars)
         graphs = featurize_structures(structures, self.graph_config)
         mus, logvars = [], []
         for start in range(0, len(graphs), batch_size):
@@ -491,7 +501,7 @@ class Generator:
         cells = self._decode_cells(z, np.repeat(y, best_of, axis=0), elements, max_atoms,
                                    accept)
         if best_of > 1:
-            keep = self.closest_reencodings(_built(cells), z, best_of)
+            keep = self.closest_reencodings(_built(cells), z, best_of, n_jobs=n_jobs)
             cells, z = [cells[i] for i in keep], z[keep]
         if draws > n:
             keep = self.screen(_built(cells), conditions, n)
@@ -510,6 +520,16 @@ REFINE_BATCH_ATOMS = 384  # padded atom slots per denoiser batch: per-edge tenso
 
 
 PARALLEL_MIN_REFINE = 1000  # structures from which `n_jobs` > 1 pays for its processes
+PARALLEL_MIN_ENCODE = 4096  # the same for encoding
+
+
+def _encode_in_worker(shared: tuple[Generator, Sequence[Structure]], start: int,
+                      batch_size: int, refine_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """In a worker (one torch thread): `Generator.encode` of one batch."""
+    torch.set_num_threads(1)
+    generator, structures = shared
+    return generator.encode(structures[start:start + batch_size], refine_steps=refine_steps,
+                            batch_size=batch_size)
 
 
 def refine_structures(denoiser: Denoiser,

@@ -606,3 +606,16 @@ def test_best_of_keeps_the_draw_that_encodes_back_closest_to_its_code(trained, n
                                                                for s in again]
     with pytest.raises(ValueError, match="best_of must be >= 1"):
         generator.sample(2, best_of=0)
+
+
+def test_encoding_in_worker_processes_gives_the_same_codes(trained, nacl, cu, si,
+                                                           monkeypatch):
+    import invdesign.generator as generator_module
+
+    generator = Generator.load(trained[1])
+    structures = [nacl, cu, si, nacl, cu]
+    mu, logvar = generator.encode(structures, batch_size=2)
+    monkeypatch.setattr(generator_module, "PARALLEL_MIN_ENCODE", 1)
+    mu2, logvar2 = generator.encode(structures, batch_size=2, n_jobs=2)
+    np.testing.assert_array_equal(mu, mu2)
+    np.testing.assert_array_equal(logvar, logvar2)
