@@ -212,16 +212,17 @@ class Generator:
         return out.astype(np.float32)
 
     def screen(self, structures: Sequence[Structure | None],
-               conditions: Mapping[str, Condition], n: int) -> np.ndarray:
+               conditions: Mapping[str, Condition], n: int, n_jobs: int = 1) -> np.ndarray:
         """Indices (sorted) of the n decoded crystals whose re-encoding the property head puts
         closest to the request: distance to the requested range, summed over the requested
-        properties in the standardised space; undecodable draws come last, ties keep order."""
+        properties in the standardised space; undecodable draws come last, ties keep order.
+        `n_jobs` as in `encode`."""
         lo, hi = self.requested_bounds(conditions)
         given = ~np.isnan(lo)
         miss = np.full(len(structures), np.inf)
         decoded = [i for i, s in enumerate(structures) if s is not None]
         if decoded:
-            mu, _ = self.encode([structures[i] for i in decoded])
+            mu, _ = self.encode([structures[i] for i in decoded], n_jobs=n_jobs)
             with torch.no_grad():
                 head = self.model.predict_conditions(torch.as_tensor(mu)).numpy()[:, given]
             miss[decoded] = (np.maximum(lo[given] - head, 0)
@@ -504,7 +505,7 @@ class Generator:
             keep = self.closest_reencodings(_built(cells), z, best_of, n_jobs=n_jobs)
             cells, z = [cells[i] for i in keep], z[keep]
         if draws > n:
-            keep = self.screen(_built(cells), conditions, n)
+            keep = self.screen(_built(cells), conditions, n, n_jobs=n_jobs)
             cells, z, y = [cells[i] for i in keep], z[keep], y[keep]
         if self._denoises(denoise):
             return self.denoise(cells, seed=seed, passes=refine_passes, cell=refine_cell,
