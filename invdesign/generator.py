@@ -211,20 +211,29 @@ class Generator:
         out[:, ~given] = bank[rows][:, ~given]
         return out.astype(np.float32)
 
-    def screen(self, structures: Sequence[Structure | None],
-               conditions: Mapping[str, Condition], n: int, n_jobs: int = 1) -> np.ndarray:
-        """Indices (sorted) of the n decoded crystals whose re-encoding the property head puts
-        closest to the request: distance to the requested range, summed over the requested
-        properties in the standardised space; undecodable draws come last, ties keep order.
-        `n_jobs` as in `encode`."""
-        lo, hi = self.requested_bounds(conditions)
-        given = ~np.isnan(lo)
-        miss = np.full(len(structures), np.inf)
+    def reencode(self, structures: Sequence[Structure | None], n_jobs: int = 1) -> np.ndarray:
+        """Posterior means of decoded crystals, (n, latent); NaN rows where a draw could not
+        be decoded (None). `n_jobs` as in `encode`."""
+        codes = np.full((len(structures), self.config.latent), np.nan, dtype=np.float32)
         decoded = [i for i, s in enumerate(structures) if s is not None]
         if decoded:
-            mu, _ = self.encode([structures[i] for i in decoded], n_jobs=n_jobs)
+            codes[decoded] = self.encode([structures[i] for i in decoded], n_jobs=n_jobs)[0]
+        return codes
+
+    def screen(self, codes: np.ndarray, conditions: Mapping[str, Condition], n: int
+               ) -> np.ndarray:
+        """Indices (sorted) of the n draws whose re-encoding (`reencode`) the property head
+        puts closest to the request: distance to the requested range, summed over the
+        requested properties in the standardised space; undecodable draws (NaN codes) come
+        last, ties keep order."""
+        lo, hi = self.requested_bounds(conditions)
+        given = ~np.isnan(lo)
+        miss = np.full(len(codes), np.inf)
+        decoded = ~np.isnan(codes).any(1)
+        if decoded.any():
             with torch.no_grad():
-                head = self.model.predict_conditions(torch.as_tensor(mu)).numpy()[:, given]
+                head = self.model.predict_conditions(
+                    torch.as_tensor(codes[decoded])).numpy()[:, given]
             miss[decoded] = (np.maximum(lo[given] - head, 0)
                              + np.maximum(head - hi[given], 0)).sum(1)
         return np.sort(np.argsort(miss, kind="stable")[:n])
@@ -234,17 +243,13 @@ class Generator:
         """Codes drawn per sampled crystal, as the card records (`sampling.best_of`; 1)."""
         return int(self.meta.get("sampling", {}).get("best_of", 1))
 
-    def closest_reencodings(self, structures: Sequence[Structure | None], z: np.ndarray,
-                            group: int, n_jobs: int = 1) -> np.ndarray:
+    @staticmethod
+    def closest_reencodings(codes: np.ndarray, z: np.ndarray, group: int) -> np.ndarray:
         """Index of one draw in each run of `group` consecutive draws: the one whose
-        re-encoding (posterior mean) lies closest to the code `z` it was decoded from;
-        undecodable draws lose to any decoded one. `n_jobs` as in `encode`."""
-        distance = np.full(len(structures), np.inf)
-        decoded = [i for i, s in enumerate(structures) if s is not None]
-        if decoded:
-            mu, _ = self.encode([structures[i] for i in decoded], n_jobs=n_jobs)
-            distance[decoded] = ((mu - z[decoded]) ** 2).sum(1)
-        return np.arange(0, len(structures), group) + distance.reshape(-1, group).argmin(1)
+        re-encoding (`reencode`) lies closest to the code `z` it was decoded from;
+        undecodable draws (NaN codes) lose to any decoded one."""
+        distance = np.nan_to_num(((codes - z) ** 2).sum(1), nan=np.inf)
+        return np.arange(0, len(codes), group) + distance.reshape(-1, group).argmin(1)
 
     # ----- encode / decode --------------------------------------------------------------------
     def encode(self, structures: Sequence[Structure], *, refine_steps: int = 0,
@@ -501,11 +506,13 @@ class Generator:
             z = mean + temperature * rng.standard_normal(mean.shape).astype(np.float32)
         cells = self._decode_cells(z, np.repeat(y, best_of, axis=0), elements, max_atoms,
                                    accept)
+        if best_of > 1 or draws > n:  # one re-encoding serves both choices
+            codes = self.reencode(_built(cells), n_jobs=n_jobs)
         if best_of > 1:
-            keep = self.closest_reencodings(_built(cells), z, best_of, n_jobs=n_jobs)
-            cells, z = [cells[i] for i in keep], z[keep]
+            keep = self.closest_reencodings(codes, z, best_of)
+            cells, z, codes = [cells[i] for i in keep], z[keep], codes[keep]
         if draws > n:
-            keep = self.screen(_built(cells), conditions, n, n_jobs=n_jobs)
+            keep = self.screen(codes, conditions, n)
             cells, z, y = [cells[i] for i in keep], z[keep], y[keep]
         if self._denoises(denoise):
             return self.denoise(cells, seed=seed, passes=refine_passes, cell=refine_cell,

@@ -590,7 +590,9 @@ def test_best_of_keeps_the_draw_that_encodes_back_closest_to_its_code(trained, n
     far = mu + 50.0
     # groups of two: (far, exact), (exact, far), (None, far)
     z = np.stack([far[0], mu[0], mu[1], far[1], mu[2], far[2]])
-    chosen = generator.closest_reencodings([nacl, nacl, cu, cu, None, si], z, 2)
+    codes = generator.reencode([nacl, nacl, cu, cu, None, si])
+    assert np.isnan(codes[4]).all() and np.isfinite(np.delete(codes, 4, axis=0)).all()
+    chosen = generator.closest_reencodings(codes, z, 2)
     assert chosen.tolist() == [1, 2, 5]
 
     assert generator.best_of == 1  # nothing in the card
