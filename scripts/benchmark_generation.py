@@ -34,13 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from pymatgen.core import Structure
 
 from invdesign.api import Designer, charge_balanced
-from invdesign.evaluate import generation_metrics
+from invdesign.evaluate import fingerprint_structures, generation_metrics, sample_scores
 from invdesign.generator import SCREEN
 from invdesign.oracle.calculators import get_calculator
 from invdesign.oracle.relax import median_relaxation_rmsd
@@ -117,20 +119,12 @@ def conditional_error(designer: Designer, n: int, prior: str = "auto", screen: i
                                            np.mean((free_k >= lo) & (free_k <= hi)))}}
 
 
-def sample_scores(designer: Designer, samples, test, dataset: str, jobs: int
-                  ) -> dict[str, float]:
-    """Validity, uniqueness, novelty and CDVAE's generation metrics of one set of samples."""
-    table = check_structures([s for s in samples if s is not None],
-                             reference=designer.reference)
-    rates = validity_rates(table)
-    ok = table["valid"].to_numpy(dtype=bool)
-    vun = ok & table["unique"].to_numpy(dtype=bool) & table["novel"].fillna(False).to_numpy(
-        dtype=bool)
-    metrics = generation_metrics(samples, test, dataset, n_jobs=jobs)
-    return {**{k: float(rates[k]) for k in ("valid", "unique", "novel")},
-            "valid_unique_novel": float(vun.sum() / len(samples)),
-            **{k: float(metrics[k]) for k in ("struct_valid", "comp_valid", "cov_r", "cov_p",
-                                               "emd_density", "emd_n_elements")}}
+def scorer(designer: Designer, test, dataset: str, jobs: int
+           ) -> Callable[[Sequence[Structure | None]], dict[str, float]]:
+    """`sample_scores` of sample sets against `test`, its fingerprints computed once."""
+    fingerprints = fingerprint_structures(test, n_jobs=jobs)
+    return lambda samples: sample_scores(samples, test, dataset, reference=designer.reference,
+                                         held_out_fingerprints=fingerprints, n_jobs=jobs)
 
 
 def sampler_comparison(designer: Designer, train, test, dataset: str, args: argparse.Namespace
@@ -139,25 +133,23 @@ def sampler_comparison(designer: Designer, train, test, dataset: str, args: argp
     patterns where it has them), the fitted latent prior and the Gaussian prior with the raw
     decoder (neither: the figures comparable with CDVAE's), and real training crystals."""
     generator = designer.generator
+    score = scorer(designer, test, dataset, args.jobs)
     shipped = generator.sample(args.n_samples, seed=0, accept=charge_balanced)[0]
-    rows = {"shipped sampler (charge-balanced decoding)": sample_scores(
-        designer, shipped, test, dataset, args.jobs)}
+    rows = {"shipped sampler (charge-balanced decoding)": score(shipped)}
     if generator.latent_prior is not None:
         raw = generator.sample(args.n_samples, seed=0, prior="fitted", stoichiometry=False)[0]
         same = all((a is None and b is None) or (a is not None and b is not None and a == b)
                    for a, b in zip(shipped, raw, strict=True))  # nothing needed balancing
         rows["fitted prior, raw decoder"] = (
             rows["shipped sampler (charge-balanced decoding)"] if same
-            else sample_scores(designer, raw, test, dataset, args.jobs))
+            else score(raw))
     if not args.baselines:
         return rows
-    rows["Gaussian prior, raw decoder"] = sample_scores(
-        designer, generator.sample(args.n_samples, seed=0, prior="gaussian",
-                                   stoichiometry=False)[0], test, dataset, args.jobs)
+    rows["Gaussian prior, raw decoder"] = score(
+        generator.sample(args.n_samples, seed=0, prior="gaussian", stoichiometry=False)[0])
     pick = np.random.default_rng(0).choice(len(train), min(args.n_samples, len(train)),
                                            replace=False)
-    rows["real crystals (training split)"] = sample_scores(
-        designer, [train[i] for i in pick], test, dataset, args.jobs)
+    rows["real crystals (training split)"] = score([train[i] for i in pick])
     return rows
 
 
@@ -175,14 +167,14 @@ def relaxed_coverage(designer: Designer, name: str, test, dataset: str,
     seconds = time.perf_counter() - start
     ok = [r for r in relaxed if r.status == "ok"]
     rmsd = [r.rmsd for r in ok if np.isfinite(r.rmsd)]
+    score = scorer(designer, test, dataset, args.jobs)
     return {"n": len(samples), "decoded": len(decoded), "pressure_GPa": pressure,
             "relaxed_ok": len(ok),
             "median_rmsd_A": float(np.median(rmsd)) if rmsd else float("nan"),
             "relax_seconds": seconds,
-            "as_decoded": sample_scores(designer, samples, test, dataset, args.jobs),
-            "relaxed": sample_scores(designer, [r.structure for r in relaxed] +
-                                     [None] * (len(samples) - len(decoded)),
-                                     test, dataset, args.jobs)}
+            "as_decoded": score(samples),
+            "relaxed": score([r.structure for r in relaxed]
+                             + [None] * (len(samples) - len(decoded)))}
 
 
 def benchmark(name: str, args: argparse.Namespace) -> dict[str, object]:

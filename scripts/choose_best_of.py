@@ -23,10 +23,9 @@ from datetime import date
 import torch
 
 from invdesign.api import Designer, charge_balanced
-from invdesign.evaluate.generation import generation_metrics
+from invdesign.evaluate import fingerprint_structures, sample_scores
 from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import split_structures
-from invdesign.validity.report import check_structures, validity_rates
 
 KEYS = ("struct_valid", "comp_valid", "unique", "novel", "cov_r", "cov_p", "emd_density",
         "emd_n_elements", "seconds")
@@ -51,6 +50,7 @@ def main() -> None:
     designer = Designer.load(folder, surrogate=None)
     generator = designer.generator
     held_out = getattr(split_structures(generator), args.part)
+    fingerprints = fingerprint_structures(held_out, n_jobs=args.jobs)
     report: dict = {"date": str(date.today()), "part": args.part, "n_part": len(held_out),
                     "n_samples": args.n_samples, "rows": {}}
     print("| best of | " + " | ".join(KEYS) + " |\n|---" + "|---" * len(KEYS) + "|")
@@ -58,12 +58,9 @@ def main() -> None:
         start = time.perf_counter()
         samples = generator.sample(args.n_samples, seed=0, accept=charge_balanced, best_of=k)[0]
         seconds = time.perf_counter() - start
-        metrics = generation_metrics(samples, held_out, args.dataset, n_jobs=args.jobs)
+        metrics = sample_scores(samples, held_out, args.dataset, reference=designer.reference,
+                                held_out_fingerprints=fingerprints, n_jobs=args.jobs)
         metrics["seconds"] = seconds
-        rates = validity_rates(check_structures([s for s in samples if s is not None],
-                                                reference=designer.reference,
-                                                n_jobs=args.jobs))
-        metrics |= {key: rates[key] for key in ("unique", "novel")}
         report["rows"][str(k)] = {key: float(metrics[key]) for key in KEYS}
         print(f"| {k} | " + " | ".join(f"{metrics[key]:.4f}" for key in KEYS) + " |",
               flush=True)

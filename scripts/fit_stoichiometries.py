@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from invdesign.api import Designer, charge_balanced
-from invdesign.evaluate.generation import generation_metrics
+from invdesign.evaluate import fingerprint_structures, sample_scores
 from invdesign.featurize.stoichiometry import StoichiometryPatterns, structure_counts
 from invdesign.surrogate import resolve_checkpoint
 from invdesign.train.vae_pipeline import split_structures
-from invdesign.validity.report import check_structures, validity_rates
 
 KEYS = ("struct_valid", "comp_valid", "unique", "novel", "cov_r", "cov_p", "emd_density",
         "emd_n_elements")
@@ -60,6 +59,7 @@ def main() -> None:
     print(f"{folder.name}: {len(patterns.patterns)} stoichiometric patterns in {len(train)} "
           f"training crystals; {seen:.1%} of the {len(held_out)} {args.part} crystals have one")
     generator.stoichiometries = patterns
+    fingerprints = fingerprint_structures(held_out, n_jobs=args.jobs)
     print("| samples | with a training pattern | " + " | ".join(KEYS) + " |\n|---|---"
           + "|---" * len(KEYS) + "|")
     for name, keep in (("any stoichiometry", False), ("training patterns", True)):
@@ -67,10 +67,8 @@ def main() -> None:
                                    stoichiometry=keep)[0]
         decoded = [s for s in samples if s is not None]
         share = float(np.mean([patterns.allows(structure_counts(s)) for s in decoded]))
-        metrics = generation_metrics(samples, held_out, args.dataset, n_jobs=args.jobs)
-        rates = validity_rates(check_structures(decoded, reference=designer.reference,
-                                                n_jobs=args.jobs))
-        metrics |= {k: rates[k] for k in ("unique", "novel")}
+        metrics = sample_scores(samples, held_out, args.dataset, reference=designer.reference,
+                                held_out_fingerprints=fingerprints, n_jobs=args.jobs)
         report[name] = {"with_a_training_pattern": share} | {k: float(metrics[k])
                                                                for k in KEYS}
         print(f"| {name} | {share:.1%} | " + " | ".join(f"{metrics[k]:.4f}" for k in KEYS)

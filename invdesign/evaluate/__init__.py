@@ -5,6 +5,7 @@
 * `match_rate_and_rmse`: reconstruction match rate and normalised RMSE with
   ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``.
 * `fingerprint_structures`: the fingerprints COV uses; compute the reference's once and reuse.
+* `sample_scores`: one benchmark row, validity, uniqueness and novelty with the metrics above.
 
 No torch here; matminer is imported when fingerprints are first computed.
 """
@@ -28,6 +29,7 @@ from invdesign.evaluate.generation import (
     emd_density,
     emd_n_elements,
     generation_metrics,
+    sample_scores,
 )
 from invdesign.evaluate.reconstruction import match_rate_and_rmse, rms_distances
 
@@ -46,6 +48,7 @@ __all__ = [
     "generation_metrics",
     "match_rate_and_rmse",
     "rms_distances",
+    "sample_scores",
     "scale_composition_fingerprints",
     "structure_fingerprint",
 ]

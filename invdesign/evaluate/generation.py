@@ -46,7 +46,12 @@ from invdesign.evaluate.fingerprints import (
     fingerprint_structures,
     scale_composition_fingerprints,
 )
-from invdesign.validity import cdvae_structure_valid, composition_validity
+from invdesign.validity import (
+    cdvae_structure_valid,
+    check_structures,
+    composition_validity,
+    validity_rates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -283,3 +288,28 @@ def generation_metrics(
                             reference_fingerprints.structure, reference_fingerprints.composition,
                             *cutoffs))
     return metrics
+
+
+def sample_scores(samples: Sequence[Structure | None], held_out: Sequence[Structure],
+                  dataset: str, *, reference: Any = None,
+                  held_out_fingerprints: Fingerprints | None = None, n_jobs: int = 1
+                  ) -> dict[str, float]:
+    """Validity, uniqueness, novelty and CDVAE's generation metrics of one set of samples
+    against held-out crystals: what a benchmark row reports.
+
+    `reference` (training structures or a `ReferenceIndex`) is what novelty is judged
+    against; `held_out_fingerprints` as `reference_fingerprints` in `generation_metrics`.
+    `valid`, `unique` and `novel` are fractions of the decoded samples; `valid_unique_novel`
+    and the CDVAE metrics are fractions of all samples.
+    """
+    table = check_structures([s for s in samples if s is not None], reference=reference,
+                             n_jobs=n_jobs)
+    rates = validity_rates(table)
+    vun = (table["valid"].to_numpy(dtype=bool) & table["unique"].to_numpy(dtype=bool)
+           & table["novel"].fillna(False).to_numpy(dtype=bool))
+    metrics = generation_metrics(samples, held_out, dataset,
+                                 reference_fingerprints=held_out_fingerprints, n_jobs=n_jobs)
+    return {**{k: float(rates[k]) for k in ("valid", "unique", "novel")},
+            "valid_unique_novel": float(vun.sum() / len(samples)),
+            **{k: float(metrics[k]) for k in ("struct_valid", "comp_valid", "cov_r", "cov_p",
+                                               "emd_density", "emd_n_elements")}}
