@@ -18,6 +18,7 @@ from invdesign.evaluate import (
     generation_metrics,
     match_rate_and_rmse,
     rms_distances,
+    sample_scores,
     scale_composition_fingerprints,
 )
 
@@ -84,6 +85,19 @@ def test_different_structures_give_low_coverage(reference_fps):
                                  reference_fingerprints=reference_fps)
     assert metrics["cov_r"] == 0.0 and metrics["cov_p"] == 0.0
     assert metrics["emd_n_elements"] > 0.5
+
+
+def test_sample_scores_count_repeats_known_crystals_and_failed_samples(reference_fps):
+    """One benchmark row: a repeat is not unique, a training crystal is not novel, a failed
+    sample (None) counts in the all-sample rates but not in the per-decoded ones."""
+    samples = [REFERENCE[0], REFERENCE[0].copy(), DIFFERENT[2], None]
+    scores = sample_scores(samples, REFERENCE, "perov_5", reference=[REFERENCE[0]],
+                           held_out_fingerprints=reference_fps)
+    assert scores["unique"] == pytest.approx(2 / 3)  # of the 3 decoded samples
+    assert scores["novel"] == pytest.approx(1 / 3)  # only the FeAl cell is new
+    assert scores["valid_unique_novel"] == pytest.approx(1 / 4)  # of all 4 samples
+    assert scores["struct_valid"] == pytest.approx(3 / 4)
+    assert scores["cov_p"] == pytest.approx(2 / 4)  # the SrTiO3 pair lies on a test crystal
 
 
 def test_none_sample_is_invalid_and_counts_in_cov_p(reference_fps):
